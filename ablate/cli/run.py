@@ -1,0 +1,110 @@
+"""``ablate run`` and ``ablate status``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+DEFAULT_STORAGE = "runs"
+
+
+def _load(spec_file: Path, name: str | None):
+    from ablate.study.spec import load_spec
+
+    spec = load_spec(spec_file)
+    if name is not None:
+        from ablate.study.spec import NAME_PATTERN
+
+        if not NAME_PATTERN.match(name):
+            raise click.BadParameter(f"expected letters, digits, '_', '.', '-', got {name!r}",
+                                     param_hint="--name")
+        spec = dataclasses.replace(spec, name=name)
+    return spec
+
+
+def print_trial_table(spec) -> int:
+    from ablate.study.plan import expand, variants
+
+    trials = expand(spec)
+    if spec.search is not None:
+        click.echo(f"study '{spec.name}': search ({spec.search.algorithm}) over "
+                   f"{', '.join(spec.search.space)}; {spec.search.num_samples} samples x "
+                   f"{len(spec.seeds)} seed(s) = {spec.search.num_samples * len(spec.seeds)} "
+                   f"trials; scheduler {spec.scheduler.type}")
+        return spec.search.num_samples * len(spec.seeds)
+    width = max(len(t.variant) for t in trials)
+    click.echo(f"{'#':>4}  {'variant':<{width}}  seed  changes")
+    changes = {v.name: v.changes for v in variants(spec)}
+    for i, t in enumerate(trials, start=1):
+        change = ", ".join(f"{k}={v}" for k, v in changes[t.variant].items()) or "-"
+        click.echo(f"{i:>4}  {t.variant:<{width}}  {t.seed:>4}  {change}")
+    n_variants = len({t.variant for t in trials})
+    click.echo(f"study '{spec.name}' ({spec.design}): {n_variants} variants x {len(spec.seeds)} "
+               f"seed(s) = {len(trials)} trials")
+    return len(trials)
+
+
+@click.command("run")
+@click.argument("spec_file", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print the trial table and exit.")
+@click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
+              help="Where studies keep Ray state and checkpoints: a path or a URI (s3://...); "
+                   "shared by all nodes on a cluster.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: MLFLOW_TRACKING_URI, else "
+                   "sqlite:///mlflow.db].")
+@click.option("--address", default=None,
+              help="Address of an existing Ray cluster [default: RAY_ADDRESS, else a local "
+                   "Ray].")
+@click.option("--name", default=None, help="Run under another study name (a new study).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def run(spec_file: Path, dry_run: bool, storage: str, tracking_uri: str | None,
+        address: str | None, name: str | None, quiet: bool) -> None:
+    """Run, or resume, the study SPEC_FILE (e.g. search_spaces/como.yaml)."""
+    from ablate.study.tracking import resolve_tracking_uri
+
+    spec = _load(spec_file, name)
+    if dry_run:
+        print_trial_table(spec)
+        return
+    from ablate.study.runner import run_study
+
+    uri = resolve_tracking_uri(tracking_uri)
+    outcome = run_study(spec, storage, uri, address, quiet=quiet)
+    _summary(spec, outcome)
+    if outcome.failed:
+        raise SystemExit(1)
+
+
+def _summary(spec, outcome) -> None:
+    rows = outcome.rows
+    width = max([len("variant")] + [len(r.variant) for r in rows])
+    click.echo("")
+    click.echo(f"{'variant':<{width}}  {'seed':>4}  {'epochs':>6}  {'auc':>7}  {'ap':>7}  status")
+    for r in rows:
+        auc = f"{r.metrics['auc']:.4f}" if "auc" in r.metrics else "-"
+        ap = f"{r.metrics['ap']:.4f}" if "ap" in r.metrics else "-"
+        click.echo(f"{r.variant:<{width}}  {r.seed:>4}  {r.epoch:>6}  {auc:>7}  {ap:>7}  "
+                   f"{'done' if r.status == 'TERMINATED' else 'failed'}")
+    done = sum(r.status == "TERMINATED" for r in rows)
+    minutes = outcome.seconds / 60
+    click.echo(f"\nstudy '{spec.name}': {done}/{len(rows)} trials done, {outcome.failed} failed "
+               f"in {minutes:.1f} min{' (resumed)' if outcome.resumed else ''}")
+    if outcome.failed:
+        click.echo("rerun the same command to retry the failed trials", err=True)
+    click.echo(f"  MLflow UI: ablate ui --tracking-uri {outcome.tracking_uri}")
+    click.echo(f"  report:    ablate report {spec.name} --tracking-uri {outcome.tracking_uri}")
+    click.echo(f"  status:    ablate status {spec.name} --storage {outcome.study_dir.root[:-len(spec.name) - 1]}")
+
+
+@click.command("status")
+@click.argument("study")
+@click.option("--storage", default=DEFAULT_STORAGE, show_default=True)
+def status(study: str, storage: str) -> None:
+    """Show the state of STUDY's trials, finished or not (reads files only; starts nothing)."""
+    from ablate.study.status import study_status
+
+    for line in study_status(study, storage):
+        click.echo(line)

@@ -1,0 +1,97 @@
+"""Frame-level metrics by the conventions of the weakly-supervised VAD literature.
+
+Snippet scores (crops already averaged) are expanded to frames with
+``np.repeat(scores, frames_per_snippet)``, concatenated over the test videos in list order and
+compared with the concatenated frame-level ground truth (RTFM's ``test_10crop.py``):
+
+- ``auc``: area under the ROC curve, ``auc(*roc_curve(gt, pred)[:2])``.
+- ``ap``: the field's "AP", ``auc(recall, precision)`` from ``precision_recall_curve`` — the
+  trapezoidal area, which is what UCF-Crime / XD-Violence papers report.
+- ``ap_sklearn``: ``average_precision_score`` (step-wise), recorded so both are on hand.
+
+A ground truth whose length differs from ``frames_per_snippet × total snippets`` is an error:
+trimming it silently would score the wrong frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LENGTH_MISMATCH = (
+    "frame ground truth has {gt} frames but the scores cover {frames} frames "
+    "({snippets} snippets x {fps} frames per snippet)"
+)
+
+
+@dataclass(frozen=True)
+class Curves:
+    """ROC and precision–recall curves of one evaluation, for plots."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+
+
+def frame_scores(snippet_scores: Sequence[np.ndarray], frames_per_snippet: int = 16) -> np.ndarray:
+    """Expands per-video snippet scores to one frame-level array over all videos."""
+    if len(snippet_scores) == 0:
+        raise ValueError("no snippet scores given")
+    parts = [np.repeat(np.asarray(s, dtype=np.float64).reshape(-1), frames_per_snippet)
+             for s in snippet_scores]
+    return np.concatenate(parts)
+
+
+def _aligned(snippet_scores: Sequence[np.ndarray], frame_gt: np.ndarray,
+             frames_per_snippet: int) -> tuple[np.ndarray, np.ndarray]:
+    pred = frame_scores(snippet_scores, frames_per_snippet)
+    gt = np.asarray(frame_gt).reshape(-1)
+    if gt.shape[0] != pred.shape[0]:
+        raise ValueError(LENGTH_MISMATCH.format(
+            gt=gt.shape[0], frames=pred.shape[0], snippets=pred.shape[0] // frames_per_snippet,
+            fps=frames_per_snippet))
+    if not np.all(np.isfinite(pred)):
+        raise ValueError("snippet scores contain NaN or Inf")
+    return pred, gt
+
+
+def evaluate(snippet_scores: Sequence[np.ndarray], frame_gt: np.ndarray,
+             frames_per_snippet: int = 16) -> dict[str, float]:
+    """Frame-level AUC and AP of per-video snippet scores.
+
+    Args:
+        snippet_scores: One score array per test video, in test-list order, crops averaged.
+        frame_gt: Frame-level 0/1 labels of all test videos concatenated in list order.
+        frames_per_snippet: Frames covered by one snippet (16 for I3D features).
+
+    Returns:
+        ``{"auc", "ap", "ap_sklearn"}`` as floats.
+
+    Raises:
+        ValueError: The ground truth length differs from the frames the scores cover (the
+            message gives both), or the scores are not finite.
+    """
+    from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+    pred, gt = _aligned(snippet_scores, frame_gt, frames_per_snippet)
+    fpr, tpr, _ = roc_curve(gt, pred)
+    precision, recall, _ = precision_recall_curve(gt, pred)
+    return {
+        "auc": float(auc(fpr, tpr)),
+        "ap": float(auc(recall, precision)),
+        "ap_sklearn": float(average_precision_score(gt, pred)),
+    }
+
+
+def curves(snippet_scores: Sequence[np.ndarray], frame_gt: np.ndarray,
+           frames_per_snippet: int = 16) -> Curves:
+    """ROC and PR curves for the same inputs as :func:`evaluate`."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    pred, gt = _aligned(snippet_scores, frame_gt, frames_per_snippet)
+    fpr, tpr, _ = roc_curve(gt, pred)
+    precision, recall, _ = precision_recall_curve(gt, pred)
+    return Curves(fpr=fpr, tpr=tpr, precision=precision, recall=recall)

@@ -1,0 +1,351 @@
+"""The component registry: one name -> class table per slot.
+
+Follows fvcore's ``Registry`` (a dict, ``register()`` usable as a decorator or a call) with two
+changes: a duplicate name raises instead of asserting, and an unknown name is a
+:class:`~ablate.errors.ConfigError` that suggests the closest name and lists the known ones.
+
+A slot is a place in the model (``embed``, ``clav``, ``como``, ``head``) or the objective (``mil``,
+``magnitude``) that holds exactly one component. A component is built from a spec
+``{"type": name, **options}`` (mmengine's ``build_from_cfg`` convention); its options are the
+keyword parameters of its constructor, which is why the registry reads constructor signatures and
+docstrings instead of keeping a second, hand-written description that could drift.
+``{"type": "none"}`` switches an optional slot off.
+
+Model components take the input width as their first constructor argument ``in_dim`` (given by the
+model, not an option) and expose their output width as ``out_dim``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+from ablate.errors import ConfigError
+
+NONE = "none"
+"""The reserved component name that switches an optional slot off."""
+
+# Constructor parameters that are not user options: the model passes them.
+_BUILD_ARGS = ("self", "in_dim")
+
+T = TypeVar("T")
+
+
+class Option(NamedTuple):
+    """One option of a component, as ``ablate list`` shows it."""
+
+    name: str
+    type: str
+    default: Any
+    description: str
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A check on an option's value beyond its type, e.g. a width must be positive.
+
+    Attributes:
+        check: Returns True when the (type-checked) value is acceptable.
+        requirement: What the value must be, phrased to follow "must be", e.g. "> 0".
+    """
+
+    check: Callable[[Any], bool]
+    requirement: str
+
+
+POSITIVE = Constraint(lambda v: v > 0, "> 0")
+NON_NEGATIVE = Constraint(lambda v: v >= 0, ">= 0")
+PROBABILITY = Constraint(lambda v: 0 <= v < 1, "in [0, 1)")
+ODD_POSITIVE = Constraint(lambda v: v > 0 and v % 2 == 1, "an odd number >= 1")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A place in the model or the objective that holds one component.
+
+    Attributes:
+        name: Slot name, also the key in the spec (``como``).
+        group: ``"model"`` or ``"loss"``: which spec the slot belongs to.
+        default: Component used when a spec leaves the slot out.
+        optional: Whether ``none`` may switch the slot off.
+        description: One line for ``ablate list``.
+    """
+
+    name: str
+    group: str
+    default: str
+    optional: bool
+    description: str
+
+
+def closest(name: str, candidates: typing.Iterable[str]) -> str | None:
+    """Return the candidate closest to a misspelt ``name``, or None when nothing is close."""
+    matches = difflib.get_close_matches(name, list(candidates), n=1)
+    return matches[0] if matches else None
+
+
+def unknown_message(what: str, allowed: typing.Sequence[str], suggestion: str | None) -> str:
+    """Format the tail of an "unknown X" error: a suggestion when one is close, then the list.
+
+    ``unknown slot; allowed: a, b`` or ``unknown slot; did you mean 'a'? Allowed: a, b``.
+    """
+    listed = ", ".join(allowed)
+    if suggestion is None:
+        return f"{what}; allowed: {listed}"
+    return f"{what}; did you mean '{suggestion}'? Allowed: {listed}"
+
+
+def type_name(annotation: Any) -> str:
+    """Render an annotation the way users write values: ``int``, ``a|b``, ``list[a|b]``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return "|".join("null" if a is type(None) else type_name(a) for a in args)
+    if origin is not None and args:  # list[X], tuple[X, ...], Sequence[X]
+        return f"list[{type_name(args[0])}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def format_value(value: Any) -> str:
+    """Render a default the way it would be written in a YAML spec."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def _docstring_args(obj: Any) -> dict[str, str]:
+    """Parse the Google-style ``Args:`` section of ``obj``'s docstring into name -> description."""
+    lines = inspect.cleandoc(obj.__doc__ or "").splitlines()
+    descriptions: dict[str, str] = {}
+    in_args, current = False, None
+    for line in lines:
+        stripped = line.strip()
+        if stripped == "Args:":
+            in_args, current = True, None
+            continue
+        if not in_args:
+            continue
+        if not line.startswith(" "):  # a dedented line ends the section
+            if stripped:
+                in_args = False
+            continue
+        indent = len(line) - len(line.lstrip())
+        head, sep, tail = stripped.partition(":")
+        name = head.split(" ")[0]
+        if sep and indent <= 4 and name.isidentifier():
+            current = name
+            descriptions[current] = tail.strip()
+        elif current is not None and stripped:
+            descriptions[current] += " " + stripped
+    return descriptions
+
+
+def summary(obj: Any) -> str:
+    """First line of ``obj``'s docstring."""
+    doc = inspect.cleandoc(obj.__doc__ or "")
+    return doc.splitlines()[0] if doc else ""
+
+
+class Registry:
+    """Slots, each a name -> component class table.
+
+    Example:
+        >>> registry = Registry()
+        >>> registry.add_slot("embed", group="model", default="mlp", description="...")
+        >>> @registry.register("embed", "mlp")
+        ... class MLPEmbed(torch.nn.Module): ...
+    """
+
+    def __init__(self) -> None:
+        self._slots: dict[str, Slot] = {}
+        self._components: dict[str, dict[str, type]] = {}
+
+    # -- declaration -------------------------------------------------------------------------
+
+    def add_slot(
+        self, name: str, *, group: str, default: str, description: str, optional: bool = False
+    ) -> None:
+        """Declare a slot.
+
+        Args:
+            name: Slot name.
+            group: ``"model"`` or ``"loss"``.
+            default: Component used when a spec leaves the slot out.
+            description: One line for ``ablate list``.
+            optional: Whether ``{"type": "none"}`` switches the slot off.
+
+        Raises:
+            ValueError: The slot already exists.
+        """
+        if name in self._slots:
+            raise ValueError(f"slot '{name}' is already declared")
+        self._slots[name] = Slot(name, group, default, optional, description)
+        self._components[name] = {}
+
+    def register(self, slot: str, name: str | None = None, obj: type | None = None) -> Any:
+        """Register ``obj`` under ``name`` in ``slot``; without ``obj``, return a decorator.
+
+        Args:
+            slot: A declared slot.
+            name: Component name used in specs; defaults to ``obj.__name__``.
+            obj: The component class.
+
+        Raises:
+            ValueError: Unknown slot, reserved name ``none``, or a name already taken in the slot.
+        """
+        if slot not in self._slots:
+            raise ValueError(f"unknown slot '{slot}'; declared: {', '.join(self._slots)}")
+
+        def add(cls: T) -> T:
+            key = name or cls.__name__  # type: ignore[attr-defined]
+            if key == NONE:
+                raise ValueError(f"'{NONE}' is reserved for switching a slot off")
+            if key in self._components[slot]:
+                taken = self._components[slot][key]
+                raise ValueError(
+                    f"component '{key}' is already registered in slot '{slot}' "
+                    f"(by {taken.__module__}.{taken.__qualname__})"
+                )
+            self._components[slot][key] = cls  # type: ignore[assignment]
+            return cls
+
+        if obj is None:
+            return add
+        return add(obj)
+
+    # -- lookup ------------------------------------------------------------------------------
+
+    def slots(self, group: str | None = None) -> list[str]:
+        """Slot names in declaration order, optionally only those of ``group``."""
+        return [s.name for s in self._slots.values() if group is None or s.group == group]
+
+    def slot(self, name: str) -> Slot:
+        """The declaration of slot ``name``."""
+        self._check_slot(name)
+        return self._slots[name]
+
+    def components(self, slot: str) -> list[str]:
+        """Component names of ``slot``, sorted, with ``none`` last for optional slots."""
+        self._check_slot(slot)
+        names = sorted(self._components[slot])
+        return names + [NONE] if self._slots[slot].optional else names
+
+    def get(self, slot: str, name: str, path: str | None = None) -> type | None:
+        """The class registered as ``name`` in ``slot``; None for ``none`` in an optional slot.
+
+        Args:
+            slot: Slot name.
+            name: Component name.
+            path: Key path used in the error message; defaults to ``<group>.<slot>.type``.
+
+        Raises:
+            ConfigError: Unknown component, naming the closest one and the allowed ones.
+        """
+        self._check_slot(slot)
+        if name == NONE and self._slots[slot].optional:
+            return None
+        if name not in self._components[slot]:
+            allowed = self.components(slot)
+            where = path or f"{self._slots[slot].group}.{slot}.type"
+            tail = unknown_message(f"unknown component '{name}'", allowed, closest(name, allowed))
+            raise ConfigError(f"{where}: {tail}")
+        return self._components[slot][name]
+
+    def parameters(self, slot: str, name: str) -> dict[str, tuple[Any, Any]]:
+        """Options of a component: name -> (evaluated type annotation, default), in order."""
+        cls = self.get(slot, name)
+        if cls is None:
+            return {}
+        init = cls.__init__  # type: ignore[misc]
+        hints = typing.get_type_hints(init)
+        params: dict[str, tuple[Any, Any]] = {}
+        for param in inspect.signature(init).parameters.values():
+            if param.name in _BUILD_ARGS:
+                continue
+            if param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                raise TypeError(f"{cls.__qualname__}: options must be explicit, not *args/**kwargs")
+            if param.default is param.empty:
+                raise TypeError(f"{cls.__qualname__}: option '{param.name}' needs a default")
+            params[param.name] = (hints.get(param.name, Any), param.default)
+        return params
+
+    def options(self, slot: str, name: str) -> list[Option]:
+        """Options of a component with type, default and the description from its docstring."""
+        cls = self.get(slot, name)
+        if cls is None:
+            return []
+        docs = _docstring_args(cls)
+        return [
+            Option(option, type_name(annotation), default, docs.get(option, ""))
+            for option, (annotation, default) in self.parameters(slot, name).items()
+        ]
+
+    def constraints(self, slot: str, name: str) -> dict[str, Constraint]:
+        """Value checks a component declares in its ``constraints`` class attribute."""
+        cls = self.get(slot, name)
+        return dict(getattr(cls, "constraints", {})) if cls is not None else {}
+
+    def describe(self, slot: str, name: str) -> str:
+        """One-line description of a component (first docstring line)."""
+        cls = self.get(slot, name)
+        return "switches the slot off" if cls is None else summary(cls)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """Every (slot, component) pair, ``none`` included."""
+        for slot in self._slots:
+            for name in self.components(slot):
+                yield slot, name
+
+    def _check_slot(self, slot: str) -> None:
+        if slot not in self._slots:
+            allowed = sorted(self._slots)
+            raise ConfigError(
+                unknown_message(f"unknown slot '{slot}'", allowed, closest(slot, allowed))
+            )
+
+
+REGISTRY = Registry()
+"""The registry every spec is resolved against; component modules register into it on import."""
+
+REGISTRY.add_slot(
+    "embed", group="model", default="mlp", description="Snippet embedding of the input features."
+)
+REGISTRY.add_slot(
+    "clav",
+    group="model",
+    default="clav",
+    optional=True,
+    description="Class-activated feature learning (CLAV) and its relative distance loss.",
+)
+REGISTRY.add_slot(
+    "como",
+    group="model",
+    default="como",
+    optional=True,
+    description="Context-motion interrelation (CoMo): relation graphs over the video's snippets.",
+)
+REGISTRY.add_slot("head", group="model", default="mlp", description="Per-snippet anomaly scorer.")
+REGISTRY.add_slot(
+    "mil",
+    group="loss",
+    default="topk_bce",
+    description="Multiple-instance loss on video-level labels.",
+)
+REGISTRY.add_slot(
+    "magnitude",
+    group="loss",
+    default="none",
+    optional=True,
+    description="Feature-magnitude loss on the features fed to the head.",
+)

@@ -1,0 +1,162 @@
+"""Expanding a study spec into variants and trials.
+
+Designs:
+- ``grid``: the Cartesian product of the axes.
+- ``leave_one_out``: the base, plus the base with one axis changed to one of its values.
+- ``add_one_in``: the reference, plus the reference with one axis changed to one of its values,
+  plus the base.
+
+Conditional axes: axes that set a component's ``type`` are applied first; an option axis whose
+component is switched off (``type: none``) in a combination is skipped, and combinations that
+resolve to the same config are one variant, so switched-off components never multiply trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ablate.config import TrialConfig, apply_overrides, resolve_trial_config
+from ablate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ablate.study.spec import StudySpec
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model/loss/training configuration of a study, before seeds."""
+
+    name: str
+    changes: dict[str, Any]  # dotted key -> value, relative to the base or the reference
+    raw: dict[str, Any]  # the raw trial mapping (no seed)
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One variant × seed: the unit Ray schedules and MLflow records."""
+
+    key: str
+    variant: str
+    seed: int
+    config: TrialConfig
+
+
+def config_hash(config: TrialConfig) -> str:
+    body = config.to_dict()
+    body.pop("seed")
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "+".join(_format_value(v) for v in value) or "[]"
+    return str(value)
+
+
+def _short_key(key: str) -> str:
+    parts = key.split(".")
+    if parts[0] in ("model", "loss") and len(parts) > 1:
+        parts = parts[1:]
+    if len(parts) > 1 and parts[-1] == "type":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def variant_name(changes: dict[str, Any], default: str) -> str:
+    if not changes:
+        return default
+    return ",".join(f"{_short_key(k)}={_format_value(v)}" for k, v in changes.items())
+
+
+def _component_off(raw: dict[str, Any], key: str) -> bool:
+    """True when ``key`` is an option of a component whose type is ``none`` in ``raw``."""
+    parts = key.split(".")
+    node: Any = raw
+    for part in parts[:-1]:
+        if not isinstance(node, dict):
+            return False
+        node = node.get(part)
+        if isinstance(node, dict) and node.get("type") == "none":
+            return True
+    return False
+
+
+def _apply(start: dict[str, Any], changes: dict[str, Any]) -> tuple[dict[str, Any], dict]:
+    """Applies type-setting keys first, then options of components that are on."""
+    ordered = sorted(changes.items(), key=lambda kv: not kv[0].endswith(".type"))
+    raw, applied = start, {}
+    for key, value in ordered:
+        if _component_off(raw, key):
+            continue
+        raw = apply_overrides(raw, {key: value})
+        applied[key] = value
+    return raw, applied
+
+
+def _resolve(raw: dict[str, Any], where: str) -> TrialConfig:
+    try:
+        return resolve_trial_config({**raw, "seed": 0})
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def variants(spec: StudySpec) -> list[Variant]:
+    """The distinct variants of an ablation study, the base first (add_one_in: the reference)."""
+    base_cfg = _resolve(spec.base, "base")
+    out: list[Variant] = []
+    seen: dict[str, str] = {}
+
+    def add(raw: dict[str, Any], changes: dict[str, Any], default: str, where: str,
+            prefix: str = "") -> None:
+        config = _resolve(raw, where)
+        digest = config_hash(config)
+        if digest in seen:
+            return
+        name = spec.base_name if config == base_cfg else prefix + variant_name(changes, default)
+        if name in (v.name for v in out):
+            name = f"{name}#{len(out)}"
+        seen[digest] = name
+        out.append(Variant(name=name, changes=changes, raw=raw))
+
+    keys = list(spec.axes)
+    if spec.design == "grid":
+        # A combination equal to the base is named after it; others by their axis values.
+        for combo in itertools.product(*(spec.axes[k] for k in keys)):
+            raw, applied = _apply(spec.base, dict(zip(keys, combo)))
+            add(raw, applied, spec.base_name,
+                "ablation.axes " + ", ".join(f"{k}={v!r}" for k, v in applied.items()))
+        return out
+    start = spec.reference if spec.design == "add_one_in" else spec.base
+    assert start is not None
+    ref_name = "reference"
+    start_name = ref_name if spec.design == "add_one_in" else spec.base_name
+    add(start, {}, start_name, "reference" if spec.design == "add_one_in" else "base")
+    for key in keys:
+        for value in spec.axes[key]:
+            raw, applied = _apply(start, {key: value})
+            prefix = f"{ref_name}+" if spec.design == "add_one_in" else ""
+            add(raw, applied, start_name, f"ablation.axes.{key}={value!r}", prefix)
+    if spec.design == "add_one_in":
+        add(spec.base, {}, spec.base_name, "base")
+    return out
+
+
+def expand(spec: StudySpec) -> list[PlannedTrial]:
+    """All trials of an ablation study (variants × seeds), or of a search's base with its
+    first sampled point checked; raises ConfigError naming the key for any invalid variant."""
+    if spec.search is not None:
+        probe = {k: (d.args[0]) for k, d in spec.search.space.items()}
+        raw = apply_overrides(spec.base, probe)
+        _resolve(raw, "search.space")
+        return []
+    trials = []
+    for variant in variants(spec):
+        for seed in spec.seeds:
+            config = resolve_trial_config({**variant.raw, "seed": seed})
+            trials.append(PlannedTrial(key=f"{variant.name}/seed{seed}", variant=variant.name,
+                                       seed=seed, config=config))
+    return trials

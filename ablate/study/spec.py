@@ -1,0 +1,316 @@
+"""The study spec: one YAML file in ``search_spaces/``, validated as a whole before anything runs.
+
+Example (every key is documented in the README)::
+
+    name: como
+    dataset: synthetic            # synthetic | synthetic:ucf | a feature store path
+    base: full                    # a preset name or a trial mapping {model, loss, train}
+    base_name: full               # how the base variant is named in tables
+    overrides: {train.epochs: 10} # applied to the base (and the reference) first
+    ablation:
+      design: grid                # grid | leave_one_out | add_one_in
+      axes:
+        model.como.relations:
+          values: [[temporal, context, motion, context_motion], [motion], [context_motion]]
+    seeds: [0, 1, 2]              # or a count: 3 means [0, 1, 2]
+    metric: auc
+    mode: max
+    resources: {cpu: 1, gpu: 0}
+    max_concurrent: 2
+
+A study either ablates (``ablation``) or searches (``search``: Optuna or random sampling over
+``values``, ``uniform``, ``loguniform``, ``int`` distributions), optionally with an ASHA
+``scheduler``. Every error names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import ConfigError
+
+SPEC_KEYS = ("name", "description", "dataset", "base", "base_name", "overrides", "ablation",
+             "seeds", "search", "scheduler", "metric", "mode", "resources", "max_concurrent",
+             "max_failures", "reference")
+DESIGNS = ("grid", "leave_one_out", "add_one_in")
+METRICS = ("auc", "ap", "ap_sklearn")
+MODES = ("max", "min")
+DISTRIBUTIONS = ("values", "uniform", "loguniform", "int")
+ALGORITHMS = ("optuna", "random")
+SCHEDULERS = ("none", "asha")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One search dimension: ``values`` (a choice) or a numeric range."""
+
+    kind: str
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    algorithm: str
+    num_samples: int
+    space: dict[str, Distribution]
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    type: str = "none"
+    grace_period: int = 2
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study. ``base`` and ``reference`` are raw trial mappings (overrides applied)."""
+
+    name: str
+    dataset: str
+    base: dict[str, Any]
+    base_name: str
+    design: str
+    axes: dict[str, tuple[Any, ...]]
+    reference: dict[str, Any] | None
+    seeds: tuple[int, ...]
+    search: SearchSpec | None
+    scheduler: SchedulerSpec
+    metric: str
+    mode: str
+    resources: Resources
+    max_concurrent: int
+    max_failures: int
+    description: str = ""
+    source: Path | None = field(default=None, compare=False)
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the study's trials; resources and concurrency may change on resume."""
+        search = None
+        if self.search is not None:
+            search = {"algorithm": self.search.algorithm, "num_samples": self.search.num_samples,
+                      "space": {k: [d.kind, list(d.args)] for k, d in self.search.space.items()}}
+        return {"dataset": self.dataset, "base": self.base, "base_name": self.base_name,
+                "design": self.design, "axes": {k: list(v) for k, v in self.axes.items()},
+                "reference": self.reference, "seeds": list(self.seeds), "search": search,
+                "scheduler": vars(self.scheduler), "metric": self.metric, "mode": self.mode}
+
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _err(key: str, problem: str) -> ConfigError:
+    return ConfigError(f"{key}: {problem}")
+
+
+def _mapping(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _err(key, f"expected a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+def _int(value: Any, key: str, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _err(key, f"expected an int, got {type(value).__name__} ({value!r})")
+    if value < minimum:
+        raise _err(key, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _err(key, f"expected a number, got {type(value).__name__} ({value!r})")
+    return float(value)
+
+
+def _choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise _err(key, f"expected one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _only_keys(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> None:
+    import difflib
+
+    for k in raw:
+        if k not in allowed:
+            close = difflib.get_close_matches(str(k), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            prefix = f"{key}.{k}" if key else str(k)
+            raise _err(prefix, f"unknown key{hint} Allowed: {', '.join(allowed)}")
+
+
+def _seeds(raw: Any) -> tuple[int, ...]:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return tuple(range(_int(raw, "seeds", 1)))
+    if not isinstance(raw, list) or not raw:
+        raise _err("seeds", f"expected a count >= 1 or a non-empty list of ints, got {raw!r}")
+    seeds = tuple(_int(s, "seeds", 0) for s in raw)
+    if len(set(seeds)) != len(seeds):
+        raise _err("seeds", f"duplicate seeds in {list(seeds)}")
+    return seeds
+
+
+def _distribution(raw: Any, key: str) -> Distribution:
+    raw = _mapping(raw, key)
+    if len(raw) != 1:
+        raise _err(key, f"expected exactly one of {', '.join(DISTRIBUTIONS)}, got {sorted(raw)}")
+    (kind, args), = raw.items()
+    _choice(kind, key, DISTRIBUTIONS)
+    if kind == "values":
+        if not isinstance(args, list) or not args:
+            raise _err(f"{key}.values", "expected a non-empty list")
+        return Distribution(kind, tuple(args))
+    if not isinstance(args, list) or len(args) != 2:
+        raise _err(f"{key}.{kind}", f"expected [low, high], got {args!r}")
+    low, high = (_number(a, f"{key}.{kind}") for a in args)
+    if kind == "int":
+        low, high = int(low), int(high)
+    if not low < high or (kind == "loguniform" and low <= 0):
+        raise _err(f"{key}.{kind}", f"expected 0 < low < high for loguniform and low < high "
+                                    f"otherwise, got [{args[0]}, {args[1]}]")
+    return Distribution(kind, (low, high))
+
+
+def _trial_base(raw: Any, key: str) -> dict[str, Any]:
+    from ablate.models import PRESETS
+
+    if isinstance(raw, str):
+        if raw not in PRESETS:
+            raise _err(key, f"unknown preset {raw!r}; allowed: {', '.join(sorted(PRESETS))} "
+                            f"or a mapping with model, loss, train")
+        import copy
+
+        return copy.deepcopy(dict(PRESETS[raw]))
+    return _mapping(raw, key)
+
+
+def _axes(raw: Any, key: str) -> dict[str, tuple[Any, ...]]:
+    raw = _mapping(raw, key)
+    if not raw:
+        raise _err(key, "no axes given")
+    axes: dict[str, tuple[Any, ...]] = {}
+    for axis, body in raw.items():
+        where = f"{key}.{axis}"
+        if isinstance(body, list):  # shorthand: a bare list of values
+            body = {"values": body}
+        body = _mapping(body, where)
+        _only_keys(body, where, ("values",))
+        values = body.get("values")
+        if not isinstance(values, list) or not values:
+            raise _err(where, "empty axis; give at least one value under 'values'")
+        axes[str(axis)] = tuple(values)
+    return axes
+
+
+def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
+    """Validates a raw study mapping (the parsed YAML).
+
+    Raises:
+        ConfigError: The first problem found, naming its key.
+    """
+    from ablate.config import apply_overrides
+
+    raw = _mapping(raw, str(source) if source else "study")
+    _only_keys(raw, "", SPEC_KEYS)
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise _err("name", f"expected a name of letters, digits, '_', '.', '-' (max 64), "
+                           f"got {name!r}")
+    dataset = raw.get("dataset", "synthetic")
+    if not isinstance(dataset, str) or not dataset:
+        raise _err("dataset", f"expected 'synthetic', 'synthetic:SCALE' or a path, "
+                              f"got {dataset!r}")
+    overrides = _mapping(raw.get("overrides") or {}, "overrides")
+    base = apply_overrides(_trial_base(raw.get("base", "full"), "base"), overrides)
+    reference = None
+    if "reference" in raw:
+        reference = apply_overrides(_trial_base(raw["reference"], "reference"), overrides)
+
+    ablation = _mapping(raw.get("ablation") or {}, "ablation")
+    _only_keys(ablation, "ablation", ("design", "axes"))
+    design = _choice(ablation.get("design", "grid"), "ablation.design", DESIGNS)
+    axes = _axes(ablation["axes"], "ablation.axes") if "axes" in ablation else {}
+    if design == "add_one_in" and reference is None:
+        raise _err("reference", "add_one_in needs a reference (the stripped-down variant the "
+                                "axes are added to), e.g. reference: baseline")
+
+    search = None
+    if raw.get("search") is not None:
+        if axes:
+            raise _err("search", "a study either ablates (ablation.axes) or searches; "
+                                 "split it into two studies")
+        body = _mapping(raw["search"], "search")
+        _only_keys(body, "search", ("algorithm", "num_samples", "space"))
+        space = _mapping(body.get("space") or {}, "search.space")
+        if not space:
+            raise _err("search.space", "no dimensions given")
+        search = SearchSpec(
+            algorithm=_choice(body.get("algorithm", "optuna"), "search.algorithm", ALGORITHMS),
+            num_samples=_int(body.get("num_samples", 8), "search.num_samples", 1),
+            space={str(k): _distribution(v, f"search.space.{k}") for k, v in space.items()})
+
+    sched_raw = raw.get("scheduler") or "none"
+    if isinstance(sched_raw, str):
+        sched_raw = {"type": sched_raw}
+    sched_raw = _mapping(sched_raw, "scheduler")
+    _only_keys(sched_raw, "scheduler", ("type", "grace_period", "reduction_factor"))
+    scheduler = SchedulerSpec(
+        type=_choice(sched_raw.get("type", "none"), "scheduler.type", SCHEDULERS),
+        grace_period=_int(sched_raw.get("grace_period", 2), "scheduler.grace_period", 1),
+        reduction_factor=_int(sched_raw.get("reduction_factor", 2),
+                              "scheduler.reduction_factor", 2))
+
+    res_raw = _mapping(raw.get("resources") or {}, "resources")
+    _only_keys(res_raw, "resources", ("cpu", "gpu"))
+    resources = Resources(cpu=_number(res_raw.get("cpu", 1), "resources.cpu"),
+                          gpu=_number(res_raw.get("gpu", 0), "resources.gpu"))
+    if resources.cpu <= 0 or resources.gpu < 0:
+        raise _err("resources", f"expected cpu > 0 and gpu >= 0, got {vars(resources)}")
+    base_name = raw.get("base_name", "base")
+    if not isinstance(base_name, str) or not base_name:
+        raise _err("base_name", f"expected a non-empty string, got {base_name!r}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise _err("description", f"expected a string, got {type(description).__name__}")
+
+    spec = StudySpec(
+        name=name, dataset=dataset, base=base, base_name=base_name, design=design, axes=axes,
+        reference=reference, seeds=_seeds(raw.get("seeds", 1)), search=search,
+        scheduler=scheduler, metric=_choice(raw.get("metric", "auc"), "metric", METRICS),
+        mode=_choice(raw.get("mode", "max"), "mode", MODES), resources=resources,
+        max_concurrent=_int(raw.get("max_concurrent", 2), "max_concurrent", 1),
+        max_failures=_int(raw.get("max_failures", 2), "max_failures", 0),
+        description=description, source=source)
+    from ablate.study.plan import expand
+
+    expand(spec)  # every variant must resolve: unknown components fail here, before any run
+    return spec
+
+
+def load_spec(path: Path) -> StudySpec:
+    """Reads and validates a study YAML file."""
+    from ablate.config import read_yaml
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such study file")
+    return parse_spec(read_yaml(path), source=path)

@@ -1,0 +1,125 @@
+"""The study directory: ``STORAGE/NAME/`` holding ``study.json`` and Ray Tune's ``tune/``.
+
+``STORAGE`` is a local path (default ``./runs``) or a URI Ray and pyarrow understand
+(``s3://bucket/prefix``), which a cluster needs so every node sees the same checkpoints.
+``study.json`` pins the spec hash: the same command resumes, a changed spec is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import AblateError
+
+STUDY_FILE = "study.json"
+TUNE_DIR = "tune"
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+@dataclass(frozen=True)
+class StudyDir:
+    """Where one study keeps its state."""
+
+    root: str  # absolute local path or URI
+
+    @classmethod
+    def at(cls, storage: str, name: str) -> StudyDir:
+        base = storage if _is_uri(storage) else str(Path(storage).expanduser().resolve())
+        return cls(root=f"{base.rstrip('/')}/{name}")
+
+    @property
+    def is_local(self) -> bool:
+        return not _is_uri(self.root)
+
+    @property
+    def tune_path(self) -> str:
+        return f"{self.root}/{TUNE_DIR}"
+
+    def _fs(self):
+        import pyarrow.fs
+
+        return pyarrow.fs.FileSystem.from_uri(self.root)
+
+    def check_writable(self) -> None:
+        """Fails early, before any trial, if the storage cannot be written."""
+        if self.is_local:
+            path = Path(self.root)
+            probe = path if path.exists() else next(p for p in path.parents if p.exists())
+            if not os.access(probe, os.W_OK):
+                raise AblateError(f"storage {probe} is not writable; pass --storage DIR")
+            return
+        fs, path = self._fs()
+        try:
+            fs.create_dir(path, recursive=True)
+        except OSError as exc:
+            raise AblateError(f"storage {self.root} is not writable: {exc}") from None
+
+    def read_record(self) -> dict[str, Any] | None:
+        fs, path = self._fs()
+        import pyarrow.fs
+
+        info = fs.get_file_info(f"{path}/{STUDY_FILE}")
+        if info.type == pyarrow.fs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(f"{path}/{STUDY_FILE}") as f:
+            try:
+                return json.loads(f.read().decode())
+            except ValueError:
+                raise AblateError(f"{self.root}/{STUDY_FILE} is corrupt; move the study "
+                                  f"directory away to start again") from None
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        fs, path = self._fs()
+        fs.create_dir(path, recursive=True)
+        body = json.dumps(record, indent=2, sort_keys=True).encode()
+        tmp = f"{path}/.{STUDY_FILE}.tmp-{os.getpid()}"
+        with fs.open_output_stream(tmp) as f:
+            f.write(body)
+        fs.move(tmp, f"{path}/{STUDY_FILE}")  # atomic rename on local filesystems
+
+    def lock(self):
+        """An exclusive lock so two drivers never run one study at once (local storage)."""
+        return _StudyLock(Path(self.root) / ".lock") if self.is_local else _NoLock()
+
+
+class _StudyLock:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = None
+
+    def __enter__(self) -> _StudyLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise AblateError(f"study at {self.path.parent} is being run by another process; "
+                              f"wait for it or watch it with `ablate status`") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{os.getpid()} {time.time():.0f}\n")
+        self._file.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class _NoLock:
+    def __enter__(self) -> _NoLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,214 @@
+"""MLflow tracking of a study: one parent run per study, exactly one child run per trial.
+
+All writes happen in the driver process (the ``ablate run`` command), never in trial workers:
+a SQLite store then has a single writer, and on a cluster only the driver needs to reach the
+tracking server. Runs are found again by tags, not remembered, so any number of interruptions
+and resumes maps each trial to the same run:
+
+- parent: tags ``ablate.role=study``, ``ablate.study``, ``ablate.spec_hash``;
+- child: tags ``ablate.role=trial``, ``ablate.study``, ``ablate.trial_id`` (Ray's trial id,
+  stable across restores), ``ablate.trial_key`` (variant/seed), ``ablate.variant``,
+  ``ablate.seed``, ``ablate.spec_hash``, and ``mlflow.parentRunId``.
+
+Per-epoch metrics are logged with ``step = epoch``; epochs already logged (a trial that redoes
+an epoch after resuming from an older checkpoint) are skipped, so each step has one value.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from ablate.errors import AblateError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EPOCH_METRICS = ("auc", "ap", "ap_sklearn", "loss")
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else SQLite in the working directory.
+
+    Relative SQLite paths are made absolute so Ray workers and later commands agree.
+    """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"model": {"como": {"fusion": "gated"}}}`` -> ``{"model.como.fusion": "gated"}``."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def connect(uri: str) -> MlflowClient:
+    """A client for ``uri``, checked to answer before any trial starts.
+
+    Raises:
+        AblateError: The store cannot be reached or opened.
+    """
+    from mlflow import MlflowClient
+
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        # Fail in seconds, not after MLflow's default minutes of retries.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    if parsed.scheme == "sqlite":
+        db = Path(uri[len("sqlite:///"):])
+        if not db.parent.is_dir():
+            raise AblateError(f"tracking store {uri}: directory {db.parent} does not exist")
+        if not os.access(db.parent, os.W_OK):
+            raise AblateError(f"tracking store {uri}: directory {db.parent} is not writable")
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # MLflow raises many types for unreachable stores
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AblateError(f"tracking store {uri} is not reachable: {first[:200]}") from None
+    return client
+
+
+class StudyTracker:
+    """Finds or creates the study's experiment, parent run and child runs.
+
+    Args:
+        client: A connected MLflow client.
+        study: The study name (also the experiment name).
+        spec_hash: The study spec's hash; a parent run with another hash is refused.
+    """
+
+    def __init__(self, client: MlflowClient, study: str, spec_hash: str) -> None:
+        self.client = client
+        self.study = study
+        self.spec_hash = spec_hash
+        self.experiment_id = self._experiment()
+        self.parent_id = self._parent()
+        self._children: dict[str, Any] = {
+            run.data.tags["ablate.trial_id"]: run for run in self._search(
+                f"tags.`ablate.role` = 'trial' and tags.`ablate.study` = '{study}'")}
+        self._logged_steps: dict[str, int] = {}
+
+    def _search(self, filter_string: str) -> list[Any]:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string,
+                                           max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def _experiment(self) -> str:
+        existing = self.client.get_experiment_by_name(self.study)
+        if existing is not None:
+            if existing.lifecycle_stage == "deleted":
+                raise AblateError(f"MLflow experiment '{self.study}' is deleted; restore it "
+                                  f"(mlflow experiments restore) or choose another --name")
+            return existing.experiment_id
+        location = None
+        uri = self.client.tracking_uri
+        if uri.startswith("sqlite:///"):  # artifacts beside the database, not in the cwd
+            location = str(Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / self.study)
+        return self.client.create_experiment(self.study, artifact_location=location,
+                                             tags={"ablate.study": self.study})
+
+    def _parent(self) -> str:
+        runs = self._search("tags.`ablate.role` = 'study'")
+        for run in runs:
+            if run.data.tags.get("ablate.spec_hash") != self.spec_hash:
+                raise AblateError(
+                    f"MLflow experiment '{self.study}' holds study runs of another spec (hash "
+                    f"{run.data.tags.get('ablate.spec_hash')}, now {self.spec_hash}); start a "
+                    f"new study with --name NEW_NAME")
+        if runs:
+            return runs[0].info.run_id
+        tags = {"ablate.role": "study", "ablate.study": self.study,
+                "ablate.spec_hash": self.spec_hash}
+        return self.client.create_run(self.experiment_id, tags=tags,
+                                      run_name=self.study).info.run_id
+
+    def start_study(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        run = self.client.get_run(self.parent_id)
+        missing = {k: str(v) for k, v in params.items() if k not in run.data.params}
+        if missing:
+            self.client.log_batch(self.parent_id,
+                                  params=[Param(k, v[:6000]) for k, v in missing.items()])
+        if run.info.status != "RUNNING":
+            self.client.update_run(self.parent_id, status="RUNNING")
+
+    def end_study(self, status: str) -> None:
+        self.client.set_terminated(self.parent_id, status=status)
+
+    def child(self, trial_id: str, key: str, variant: str, seed: int,
+              params: Mapping[str, Any]) -> str:
+        """The run id of a trial's child run, created on first sight."""
+        from mlflow.entities import Param
+
+        run = self._children.get(trial_id)
+        if run is None:
+            tags = {"mlflow.parentRunId": self.parent_id, "ablate.role": "trial",
+                    "ablate.study": self.study, "ablate.trial_id": trial_id,
+                    "ablate.trial_key": key, "ablate.variant": variant,
+                    "ablate.seed": str(seed), "ablate.spec_hash": self.spec_hash}
+            run = self.client.create_run(self.experiment_id, tags=tags, run_name=key)
+            self._children[trial_id] = run
+        run_id = run.info.run_id
+        if not run.data.params:  # also heals a run created just before an interruption
+            flat = flatten(params)
+            items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
+            for start in range(0, len(items), 100):  # MLflow's batch limit is 100 params
+                self.client.log_batch(run_id, params=items[start:start + 100])
+            self._children[trial_id] = self.client.get_run(run_id)
+        return run_id
+
+    def log_epochs(self, run_id: str, history: Iterable[Mapping[str, float]]) -> None:
+        """Logs per-epoch metrics whose step is not logged yet."""
+        from mlflow.entities import Metric
+
+        if run_id not in self._logged_steps:
+            logged = self.client.get_metric_history(run_id, "auc")
+            self._logged_steps[run_id] = max((m.step for m in logged), default=0)
+        last = self._logged_steps[run_id]
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(row[k]), now, int(row["epoch"]))
+                   for row in history if int(row["epoch"]) > last
+                   for k in row if k != "epoch" and isinstance(row[k], (int, float))]
+        for start in range(0, len(metrics), 1000):
+            self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
+        if metrics:
+            self._logged_steps[run_id] = max(int(row["epoch"]) for row in history)
+
+    def status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    def finish(self, run_id: str, artifacts: Mapping[str, Path], status: str = "FINISHED",
+               tags: Mapping[str, str] | None = None) -> None:
+        """Uploads artifacts (``name -> local file or directory``) and closes the run."""
+        for name, path in artifacts.items():
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path=name)
+            elif path.exists():
+                self.client.log_artifact(run_id, str(path), artifact_path=name or None)
+        for key, value in (tags or {}).items():
+            self.client.set_tag(run_id, key, value)
+        self.client.set_terminated(run_id, status=status)
+
+    def children(self) -> dict[str, Any]:
+        return dict(self._children)

@@ -1,0 +1,88 @@
+"""Shared fixtures: the installed command line, and small random feature stores."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def ablate_exe() -> str:
+    """Path of the installed ``ablate`` script, for tests that run the real CLI in a subprocess."""
+    exe = shutil.which("ablate") or str(Path(sys.executable).parent / "ablate")
+    assert Path(exe).exists(), "the ablate entry point is not installed (pip install -e .)"
+    return exe
+
+
+@dataclass
+class TinyStore:
+    """A store written by :func:`make_store`, with the arrays that went into it."""
+
+    path: Path
+    crops: int
+    dim: int
+    dtype: str
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # [crops, T, D] float32
+    labels: dict[str, int] = field(default_factory=dict)
+    frame_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    train: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def make_store(tmp_path: Path) -> Callable[..., TinyStore]:
+    """Factory: ``make_store(name, crops=2, dim=8, train=(T, ...), test=(T, ...), ...)`` writes a
+    random store under ``tmp_path`` and returns it with its source arrays."""
+
+    def make(
+        name: str = "store",
+        *,
+        crops: int = 2,
+        dim: int = 8,
+        dtype: str = "float16",
+        train: tuple[int, ...] = (5, 40, 1, 33),
+        test: tuple[int, ...] = (5, 32, 70),
+        seed: int = 0,
+        interleave: bool = False,
+        **writer_options: object,
+    ) -> TinyStore:
+        from ablate.data import StoreWriter
+
+        rng = np.random.default_rng(seed)
+        store = TinyStore(tmp_path / name, crops, dim, dtype)
+        videos = []
+        for i, snippets in enumerate(train):
+            video_id = f"train_{i:03d}"
+            label = int(i < (len(train) + 1) // 2)
+            videos.append((video_id, "train", label, snippets, None,
+                           rng.standard_normal((crops, snippets, dim)).astype(np.float32)))
+        for i, snippets in enumerate(test):
+            frames = np.zeros(16 * snippets, dtype=np.uint8)
+            if i % 2 == 0:
+                frames[16 * (snippets // 3) : 16 * (snippets // 3 + 1) + 5] = 1
+            videos.append((f"test_{i:03d}", "test", int(frames.any()), snippets, frames,
+                           rng.standard_normal((crops, snippets, dim)).astype(np.float32)))
+        if interleave:  # alternate train and test calls; list order within a split is kept
+            tr = [v for v in videos if v[1] == "train"]
+            te = [v for v in videos if v[1] == "test"]
+            videos = [v for pair in zip(te, tr, strict=False) for v in pair]
+            videos += tr[len(te):] + te[len(tr):]
+        with StoreWriter(store.path, crops=crops, dim=dim, dtype=dtype, name=name,
+                         source={"kind": "test", "seed": seed}, **writer_options) as writer:
+            for video_id, split, label, _, frames, feats in videos:
+                writer.add_video(video_id, split, label, "Abuse" if label else "Normal", feats,
+                                 frames)
+                store.features[video_id] = feats
+                store.labels[video_id] = label
+                if frames is not None:
+                    store.frame_labels[video_id] = frames
+                (store.train if split == "train" else store.test).append(video_id)
+        return store
+
+    return make

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+
+from ablate.metrics import curves, evaluate
+
+
+def _reference(scores: list[np.ndarray], gt: np.ndarray) -> dict[str, float]:
+    """RTFM's test_10crop.py, literally: repeat by 16, concatenate, roc/pr curves."""
+    pred = np.concatenate([np.repeat(np.array(s), 16) for s in scores])
+    fpr, tpr, _ = roc_curve(list(gt), pred)
+    precision, recall, _ = precision_recall_curve(list(gt), pred)
+    return {"auc": auc(fpr, tpr), "ap": auc(recall, precision),
+            "ap_sklearn": average_precision_score(list(gt), pred)}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_evaluate_matches_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 60, size=12)
+    scores = [rng.random(t) for t in lengths]
+    gt = (rng.random(16 * lengths.sum()) < 0.3).astype(np.int64)
+    got = evaluate(scores, gt)
+    ref = _reference(scores, gt)
+    for key in ("auc", "ap", "ap_sklearn"):
+        assert abs(got[key] - ref[key]) < 1e-9, key
+    # The field's AP and sklearn's are different estimators; both must be recorded.
+    assert got["ap"] != got["ap_sklearn"]
+
+
+def test_perfect_scores() -> None:
+    gt = np.repeat([0, 1, 0], 16)
+    got = evaluate([np.array([0.1, 0.9, 0.2])], gt)
+    assert got["auc"] == 1.0
+    assert got["ap_sklearn"] == 1.0
+
+
+def test_length_mismatch_names_both_lengths() -> None:
+    with pytest.raises(ValueError) as err:
+        evaluate([np.zeros(3), np.zeros(2)], np.zeros(79))
+    assert str(err.value) == (
+        "frame ground truth has 79 frames but the scores cover 80 frames "
+        "(5 snippets x 16 frames per snippet)")
+
+
+def test_nan_scores_rejected() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate([np.array([np.nan, 0.5])], np.array([0] * 16 + [1] * 16))
+
+
+def test_curves_are_monotone() -> None:
+    rng = np.random.default_rng(0)
+    c = curves([rng.random(20)], (rng.random(320) < 0.5).astype(int))
+    assert np.all(np.diff(c.fpr) >= 0) and c.fpr[-1] == 1.0
