@@ -162,7 +162,8 @@ def parse_set_option(item: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item}: value is not valid YAML ({exc.__class__.__name__})")
+        raise ConfigError(f"--set {item}: value is not valid YAML "
+                          f"({exc.__class__.__name__})") from None
     if isinstance(value, str):
         try:  # YAML reads 1e-3 as a string; numbers in scientific notation are meant as floats
             value = float(value) if any(c in value for c in "eE.") else value

@@ -136,17 +136,20 @@ def test_only_the_projections_a_relation_reads_are_built() -> None:
 
 
 def test_motion_graph_does_not_see_the_scene() -> None:
-    """A motion-only CoMo is blind to a constant offset (a scene) added to every snippet."""
+    """A motion-only CoMo is blind to a constant offset (a scene) added to every input snippet,
+    while a context graph is not."""
     torch.manual_seed(0)
-    model = build_model(
-        {"clav": NONE, "como": {"type": "como", "relations": ["motion"], "layer_norm": False}},
-        in_dim=D,
-    ).eval()
-    h = torch.randn(1, T, model.embed.out_dim)
-    scene = torch.randn(1, 1, model.embed.out_dim)
-    branch = model.como(h) - h  # the fused motion branch alone
-    shifted = model.como(h + scene) - (h + scene)
-    torch.testing.assert_close(branch, shifted)
+    x = torch.randn(1, T, D)
+    scene = 3 * torch.randn(1, 1, D)
+    for relations, blind in ((["motion"], True), (["context"], False)):
+        model = build_model(
+            {"clav": NONE, "como": {"type": "como", "relations": relations, "layer_norm": False}},
+            in_dim=D,
+        ).eval()
+        h = torch.randn(1, T, model.embed.out_dim)
+        branch = model.como(h, x) - h  # the fused relation branch alone
+        shifted = model.como(h, x + scene) - h
+        assert torch.allclose(branch, shifted, atol=1e-5) is blind, relations
 
 
 def test_variable_length_at_eval() -> None:

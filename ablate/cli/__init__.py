@@ -31,6 +31,11 @@ class _AblateGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks for expected errors.")
 def cli(debug: bool) -> None:
     """Ablation studies and hyper-parameter searches on Ray Tune, tracked in MLflow."""
+    import logging
+
+    # MLflow and alembic announce schema migrations at INFO on every new SQLite store.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def _register() -> None:

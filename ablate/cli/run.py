@@ -96,7 +96,8 @@ def _summary(spec, outcome) -> None:
         click.echo("rerun the same command to retry the failed trials", err=True)
     click.echo(f"  MLflow UI: ablate ui --tracking-uri {outcome.tracking_uri}")
     click.echo(f"  report:    ablate report {spec.name} --tracking-uri {outcome.tracking_uri}")
-    click.echo(f"  status:    ablate status {spec.name} --storage {outcome.study_dir.root[:-len(spec.name) - 1]}")
+    storage = outcome.study_dir.root[:-len(spec.name) - 1]
+    click.echo(f"  status:    ablate status {spec.name} --storage {storage}")
 
 
 @click.command("status")

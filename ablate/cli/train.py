@@ -22,12 +22,15 @@ import click
 def train(config_or_preset: str, data_dir: Path | None, out_dir: Path, seed: int | None,
           epochs: int | None, sets: tuple[str, ...]) -> None:
     """Train and evaluate one trial from a config file or a preset (see `ablate list`)."""
-    import yaml
-
-    from ablate.config import apply_overrides, load_raw_config, parse_set_option, \
-        resolve_trial_config
+    from ablate.config import (
+        apply_overrides,
+        load_raw_config,
+        parse_set_option,
+        resolve_trial_config,
+    )
     from ablate.data import load
     from ablate.data.synth import default_store
+    from ablate.train.outputs import write_trial_outputs
     from ablate.train.trainer import run_trial
 
     overrides = dict(parse_set_option(item) for item in sets)
@@ -39,7 +42,6 @@ def train(config_or_preset: str, data_dir: Path | None, out_dir: Path, seed: int
     dataset = load(data_dir if data_dir is not None else default_store())
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     total = config.train.epochs
 
     def report(result) -> None:
@@ -55,13 +57,6 @@ def train(config_or_preset: str, data_dir: Path | None, out_dir: Path, seed: int
     final = trainer.history[-1]
     metrics = {"auc": final["auc"], "ap": final["ap"], "ap_sklearn": final["ap_sklearn"],
                "epochs": trainer.epoch, "history": trainer.history}
+    write_trial_outputs(out_dir, trainer)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    write_scores(out_dir / "scores.npz", trainer.test_ids, trainer.last_scores)
     click.echo(f"done: auc {final['auc']:.4f}  ap {final['ap']:.4f}  -> {out_dir}/metrics.json")
-
-
-def write_scores(path: Path, video_ids: list[str], scores: list) -> None:
-    """Per-video test snippet scores, one array per video id."""
-    import numpy as np
-
-    np.savez_compressed(path, **dict(zip(video_ids, scores)))

@@ -37,6 +37,7 @@ byte-identical stores.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +58,14 @@ MOTIONS = NORMAL_MOTIONS + ALWAYS_ABNORMAL + tuple(RULES)
 LATENT_CONTEXT = 16
 LATENT_MOTION = 16
 LATENT_NUISANCE = 16
-CONTEXT_GAIN = 0.3
+CONTEXT_GAIN = 0.5
 MOTION_GAIN = 1.0  # the static, per-snippet look of a motion
-MOTION_SWING = 3.0  # amplitude of the motion's oscillation (what changes between snippets)
+MOTION_SWING = 2.0  # amplitude of the motion's oscillation (what changes between snippets)
 MOTION_STEP = 0.9  # radians the oscillation advances per snippet
 NUISANCE_GAIN = 0.5
 CROP_NOISE = 0.3
 P_CONTEXT_FREE = 0.25
-P_DEPENDENT_IN_NORMAL = 0.5
+P_DEPENDENT_IN_NORMAL = 0.35
 FRAMES_PER_SNIPPET = 16
 
 
@@ -83,8 +84,8 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    "small": Scale(300, 300, 80, 80, dim=256, crops=2,
-                   train_t=(48, 32, 96), test_t=(96, 32, 400)),
+    "small": Scale(160, 160, 60, 60, dim=256, crops=2,
+                   train_t=(34, 32, 40), test_t=(96, 32, 400)),
     "ucf": Scale(810, 800, 140, 150, dim=2048, crops=10,
                  train_t=(24, 16, 300), test_t=(100, 16, 3000)),
 }
@@ -99,6 +100,7 @@ class Video:
     label: int
     class_name: str
     context: str
+    motions: np.ndarray  # per-snippet index into MOTIONS
     features: np.ndarray
     frame_labels: np.ndarray
 
@@ -147,7 +149,8 @@ class Generator:
         frame_labels = np.repeat(abnormal.astype(np.uint8), FRAMES_PER_SNIPPET)
         kind = "abnormal" if label else "normal"
         return Video(video_id=f"{split}_{kind}_{i:04d}", split=split, label=label,
-                     class_name=class_name, context=CONTEXTS[context], features=features,
+                     class_name=class_name, context=CONTEXTS[context], motions=motions,
+                     features=features,
                      frame_labels=frame_labels)
 
     def _motion_track(self, rng: np.random.Generator, t: int, context: int,
@@ -217,20 +220,20 @@ def generate(out_dir: Path, scale: str = "small", seed: int = 0, overwrite: bool
     total = s.train_abnormal + s.train_normal + s.test_abnormal + s.test_normal
     source = {"kind": "synthetic", "scale": scale, "seed": seed}
     out_dir = Path(out_dir)
+    import click
+
+    show = progress and sys.stderr.isatty()
     with StoreWriter(out_dir, dim=s.dim, crops=s.crops, dtype="float16",
                      name=f"synthetic-{scale}", source=source, overwrite=overwrite) as writer:
         for done, video in enumerate(gen.videos(), start=1):
             writer.add_video(video.video_id, video.split, video.label, video.class_name,
                              video.features,
                              video.frame_labels if video.split == "test" else None)
-            if progress and (done % 50 == 0 or done == total):
-                import click
-
+            if show and (done % 50 == 0 or done == total):
                 click.echo(f"\rsynthesising {scale}: {done}/{total} videos", err=True, nl=False)
     if progress:
-        import click
-
-        click.echo("", err=True)
+        click.echo(("\n" if show else "") + f"synthesised {scale} benchmark ({total} videos) "
+                   f"at {out_dir}", err=True)
     return out_dir
 
 

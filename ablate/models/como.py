@@ -3,9 +3,14 @@
 Our reconstruction of the abstract's "relation between the appearance of the surroundings (context)
 and motion, rather than only temporal dependencies or motion". Each snippet h_t gets
 
-- a context feature c_t = phi_c(h_t), smoothed by a moving average over ``context_window`` snippets
+- a context feature c_t = phi_c(x_t), smoothed by a moving average over ``context_window`` snippets
   (the scene changes slowly; a single snippet sees it only faintly), and
-- a motion feature m_t = phi_m(h_t - h_{t-1}), with zero motion at t = 0.
+- a motion feature m_t = phi_m(x_t - x_{t-1}), with zero motion at t = 0.
+
+Both read the input features x, not the embedding h: phi_m is linear, so whatever is constant
+over a video (the scene) cancels exactly in x_t - x_{t-1}. Differences of the non-linear
+embedding would leak the scene into the motion features, and a motion-only graph could then
+recover it by averaging; the relation types would stop being clean ablation axes.
 
 Relation graphs, any non-empty subset of them (the relation types, an ablation axis):
 
@@ -32,7 +37,6 @@ is no padding mask: batches of videos of different lengths are not supported.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import ClassVar, Literal, get_args
 
@@ -71,6 +75,7 @@ class CoMo(nn.Module):
 
     Args:
         in_dim: Feature width H (passed by the model, not an option).
+        feature_dim: Input feature width D that context and motion read (passed by the model).
         relations: Relation graphs to use, any non-empty subset.
         fusion: How the graph branches are combined.
         context_window: Moving-average window (odd) smoothing the context features; 1 = none.
@@ -90,6 +95,7 @@ class CoMo(nn.Module):
     def __init__(
         self,
         in_dim: int,
+        feature_dim: int | None = None,
         relations: Sequence[Relation] = RELATIONS,  # type: ignore[assignment]
         fusion: Fusion = "gated",
         context_window: int = 5,
@@ -115,8 +121,9 @@ class CoMo(nn.Module):
         # gradient and silently take part in weight decay and checkpoint size.
         uses_context = bool({"context", "context_motion"} & set(self.relations))
         uses_motion = bool({"motion", "context_motion"} & set(self.relations))
-        self.phi_context = nn.Linear(in_dim, d) if uses_context else None
-        self.phi_motion = nn.Linear(in_dim, d) if uses_motion else None
+        source = feature_dim if feature_dim is not None else in_dim  # width of x
+        self.phi_context = nn.Linear(source, d) if uses_context else None
+        self.phi_motion = nn.Linear(source, d) if uses_motion else None
 
         # One graph-convolution weight per relation (A V W, bias-free as in GCNs).
         self.gcn = nn.ModuleDict(
@@ -144,9 +151,15 @@ class CoMo(nn.Module):
         self.norm = nn.LayerNorm(in_dim) if layer_norm else nn.Identity()
         self.out_dim = in_dim
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """Fuse relation-graph features into the snippets: (B, T, H) -> (B, T, H)."""
+    def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Fuse relation-graph features into the snippets: (B, T, H) -> (B, T, H).
+
+        Args:
+            h: Snippet embeddings (B, T, H).
+            x: Input features (B, T, D) that context and motion are read from; defaults to h.
+        """
         T = h.shape[1]
+        x = h if x is None else x
 
         def graph(r: str, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
             sim = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(1, 2)  # (B, T, T)
@@ -154,9 +167,9 @@ class CoMo(nn.Module):
         c: torch.Tensor | None = None
         m: torch.Tensor | None = None
         if self.phi_context is not None:
-            c = moving_average(self.phi_context(h), self.context_window)  # (B, T, d)
+            c = moving_average(self.phi_context(x), self.context_window)  # (B, T, d)
         if self.phi_motion is not None:
-            diff = torch.cat([torch.zeros_like(h[:, :1]), h[:, 1:] - h[:, :-1]], dim=1)  # (B, T, H)
+            diff = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)  # (B, T, D)
             m = self.phi_motion(diff)  # (B, T, d)
 
         branches = []

@@ -82,15 +82,15 @@ class AnomalyModel(nn.Module):
             extras["clav_features"] = h
             extras["clav_gate"] = gate
         if self.como is not None:
-            h = self.como(h)  # (B, T, H)
+            h = self.como(h, x)  # (B, T, H); context and motion are read from x
         scores = self.head(h)  # (B, T)
         return ModelOutput(scores=scores, features=h, extras=extras)
 
 
-def _build(slot: str, spec: Mapping[str, Any], in_dim: int) -> nn.Module | None:
+def _build(slot: str, spec: Mapping[str, Any], in_dim: int, **build_args: Any) -> nn.Module | None:
     options = {k: v for k, v in spec[slot].items() if k != "type"}
     cls = REGISTRY.get(slot, spec[slot]["type"])
-    return None if cls is None else cls(in_dim, **options)
+    return None if cls is None else cls(in_dim, **build_args, **options)
 
 
 def build_model(spec: Mapping[str, Any] | None, in_dim: int) -> AnomalyModel:
@@ -112,6 +112,6 @@ def build_model(spec: Mapping[str, Any] | None, in_dim: int) -> AnomalyModel:
     embed = _build("embed", resolved, in_dim)
     width = embed.out_dim  # type: ignore[union-attr]
     clav = _build("clav", resolved, width)
-    como = _build("como", resolved, width)
+    como = _build("como", resolved, width, feature_dim=in_dim)
     head = _build("head", resolved, width)
     return AnomalyModel(embed, clav, como, head, resolved, in_dim)  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ NONE = "none"
 """The reserved component name that switches an optional slot off."""
 
 # Constructor parameters that are not user options: the model passes them.
-_BUILD_ARGS = ("self", "in_dim")
+_BUILD_ARGS = ("self", "in_dim", "feature_dim")
 
 T = TypeVar("T")
 

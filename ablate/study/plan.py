@@ -126,7 +126,7 @@ def variants(spec: StudySpec) -> list[Variant]:
     if spec.design == "grid":
         # A combination equal to the base is named after it; others by their axis values.
         for combo in itertools.product(*(spec.axes[k] for k in keys)):
-            raw, applied = _apply(spec.base, dict(zip(keys, combo)))
+            raw, applied = _apply(spec.base, dict(zip(keys, combo, strict=True)))
             add(raw, applied, spec.base_name,
                 "ablation.axes " + ", ".join(f"{k}={v!r}" for k, v in applied.items()))
         return out

@@ -192,6 +192,8 @@ def finalize_trial(ctx: StudyContext, trial_id: str, config: dict[str, Any],
     import json
     import tempfile
 
+    from ablate.train import outputs
+
     run_id = ctx.run_id(trial_id, config)
     if ctx.tracker.status(run_id) == "FINISHED":
         return
@@ -200,11 +202,11 @@ def finalize_trial(ctx: StudyContext, trial_id: str, config: dict[str, Any],
         return
     with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as scratch:
         ckpt = Path(directory)
-        history = json.loads((ckpt / "history.json").read_text())
+        history = json.loads((ckpt / outputs.HISTORY).read_text())
         ctx.tracker.log_epochs(run_id, history)
         plot = Path(scratch) / "roc_pr.png"
         key, _, _ = trial_identity(config, ctx.plan, trial_id)
-        write_roc_pr_plot(ckpt / "scores.npz", ctx.gt, ctx.frames_per_snippet, plot, title=key)
+        write_roc_pr_plot(ckpt / outputs.SCORES, ctx.gt, ctx.frames_per_snippet, plot, title=key)
         final_dir = Path(scratch) / "checkpoint"
         final_dir.mkdir()
         (final_dir / "checkpoint.pt").symlink_to(ckpt / "checkpoint.pt")
@@ -212,7 +214,7 @@ def finalize_trial(ctx: StudyContext, trial_id: str, config: dict[str, Any],
         last = history[-1]["epoch"] if history else 0
         ctx.tracker.finish(
             run_id,
-            {"": ckpt / "config.yaml", "scores": ckpt / "scores.npz", "plots": plot,
+            {"": ckpt / outputs.CONFIG, "scores": ckpt / outputs.SCORES, "plots": plot,
              "checkpoint": final_dir},
             tags={"ablate.final_epoch": str(last),
                   "ablate.stopped_early": str(last < epochs_planned).lower()})

@@ -8,7 +8,6 @@ driver logs what the checkpoints carry (``history.json``, ``scores.npz``, ``conf
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,18 +32,6 @@ def trial_raw_config(config: dict[str, Any], plan: dict[str, Any]) -> tuple[dict
     return {**raw, "seed": seed}, "search", seed
 
 
-def write_trial_files(directory: Path, trainer: Any) -> None:
-    """What the driver logs to MLflow: history, per-video scores, the resolved config."""
-    import numpy as np
-    import yaml
-
-    (directory / "history.json").write_text(json.dumps(trainer.history))
-    np.savez_compressed(directory / "scores.npz",
-                        **dict(zip(trainer.test_ids, trainer.last_scores)))
-    (directory / "config.yaml").write_text(yaml.safe_dump(trainer.config.to_dict(),
-                                                          sort_keys=False))
-
-
 def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str) -> None:
     """Tune entry point (bound with ``tune.with_parameters``).
 
@@ -56,6 +43,7 @@ def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str) -> N
     from ablate.data import load
     from ablate.study.runner import resolve_dataset
     from ablate.train.checkpoint import load_checkpoint, save_checkpoint
+    from ablate.train.outputs import write_trial_outputs
     from ablate.train.trainer import Trainer
 
     raw, variant, seed = trial_raw_config(config, plan)
@@ -67,10 +55,11 @@ def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str) -> N
             state = load_checkpoint(Path(directory))
         if state is not None:
             trainer.load_state_dict(state)
+    start_epoch = trainer.epoch  # > 0 when this attempt continues from a checkpoint
     for result in trainer.epochs():
         with tempfile.TemporaryDirectory(prefix="ablate-ckpt-") as directory:
             save_checkpoint(Path(directory), trainer.state_dict())
-            write_trial_files(Path(directory), trainer)
+            write_trial_outputs(Path(directory), trainer)
             metrics = {**result.metrics, "epoch": result.epoch, "variant": variant,
-                       "seed": seed, "epoch_seconds": result.seconds}
+                       "seed": seed, "epoch_seconds": result.seconds, "start_epoch": start_epoch}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
