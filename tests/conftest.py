@@ -86,3 +86,31 @@ def make_store(tmp_path: Path) -> Callable[..., TinyStore]:
         return store
 
     return make
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Generated data goes to a per-session cache, never the user's ~/.cache (subprocesses too)."""
+    import os
+
+    if "ABLATE_CACHE" not in os.environ or os.environ.get("CI"):
+        os.environ["ABLATE_CACHE"] = str(tmp_path_factory.mktemp("ablate-cache"))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("RAY_ADDRESS", None)
+
+
+@pytest.fixture(scope="session")
+def synthetic_small() -> Path:
+    """The small synthetic benchmark in the session cache (generated once)."""
+    from ablate.data.synth import default_store
+
+    return default_store("small")
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900):
+    """Runs the real ``ablate`` entry point in a subprocess."""
+    import subprocess
+
+    exe = shutil.which("ablate") or str(Path(sys.executable).parent / "ablate")
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)

@@ -39,13 +39,15 @@ def cli(debug: bool) -> None:
 
 
 def _register() -> None:
-    from ablate.cli import data, listing, run, train
+    from ablate.cli import data, listing, report, run, train
 
     cli.add_command(data.data)
     cli.add_command(listing.list_command)
     cli.add_command(train.train)
     cli.add_command(run.run)
     cli.add_command(run.status)
+    cli.add_command(report.report)
+    cli.add_command(report.ui)
 
 
 _register()

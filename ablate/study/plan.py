@@ -75,8 +75,10 @@ def variant_name(changes: dict[str, Any], default: str) -> str:
 def _component_off(raw: dict[str, Any], key: str) -> bool:
     """True when ``key`` is an option of a component whose type is ``none`` in ``raw``."""
     parts = key.split(".")
+    # A type key switches its own component on or off: only its parents can make it moot.
+    parents = parts[:-2] if parts[-1] == "type" else parts[:-1]
     node: Any = raw
-    for part in parts[:-1]:
+    for part in parents:
         if not isinstance(node, dict):
             return False
         node = node.get(part)
@@ -104,18 +106,36 @@ def _resolve(raw: dict[str, Any], where: str) -> TrialConfig:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def variants(spec: StudySpec) -> list[Variant]:
-    """The distinct variants of an ablation study, the base first (add_one_in: the reference)."""
+    """The distinct variants of an ablation study, the base first (add_one_in: the reference).
+
+    A variant's ``changes`` (and so its name) hold only the keys whose resolved value differs
+    from the starting point: the base, or for ``add_one_in`` the reference.
+    """
     base_cfg = _resolve(spec.base, "base")
+    start_cfg = (_resolve(spec.reference, "reference") if spec.design == "add_one_in"
+                 and spec.reference is not None else base_cfg).to_dict()
     out: list[Variant] = []
     seen: dict[str, str] = {}
 
-    def add(raw: dict[str, Any], changes: dict[str, Any], default: str, where: str,
+    def add(raw: dict[str, Any], applied: dict[str, Any], default: str, where: str,
             prefix: str = "") -> None:
         config = _resolve(raw, where)
         digest = config_hash(config)
         if digest in seen:
             return
+        resolved = config.to_dict()
+        changes = {k: _lookup(resolved, k) for k in applied
+                   if _lookup(resolved, k) != _lookup(start_cfg, k)}
         name = spec.base_name if config == base_cfg else prefix + variant_name(changes, default)
         if name in (v.name for v in out):
             name = f"{name}#{len(out)}"

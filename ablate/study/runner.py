@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from ray.tune import Callback
 
 from ablate.errors import AblateError
 from ablate.study.plan import PlannedTrial, expand
@@ -134,56 +135,53 @@ def trial_identity(config: dict[str, Any], plan: dict[str, Any],
     return f"search/{trial_id}", "search", seed
 
 
-def _tune_callback():
-    """A Tune callback that forwards to the driver's :class:`StudyContext`.
+class StudyCallback(Callback):
+    """A Tune callback that forwards trial events to the driver's :class:`StudyContext`.
 
-    Tune pickles its callbacks into the experiment state and restores *those* on resume, so
-    the callback holds no state of its own: it finds the live context of this process.
+    Tune pickles its callbacks into the experiment state and restores *those* on resume. This
+    class is pickled by reference (it lives at module level) and holds no state, so a restored
+    callback finds the live context of the current driver, never a stale copy.
     """
-    from ray.tune import Callback
 
-    class StudyCallback(Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            ctx = _ACTIVE
-            if ctx is None:
-                return
-            row = ctx.row(trial)
-            row.status = "RUNNING"
-            run_id = ctx.run_id(trial.trial_id, trial.config)
-            if ctx.tracker.status(run_id) != "RUNNING":
-                ctx.tracker.client.update_run(run_id, status="RUNNING")
-            ctx.progress()
+    def on_trial_start(self, iteration, trials, trial, **info):
+        ctx = _ACTIVE
+        if ctx is None:
+            return
+        row = ctx.row(trial)
+        row.status = "RUNNING"
+        run_id = ctx.run_id(trial.trial_id, trial.config)
+        if ctx.tracker.status(run_id) != "RUNNING":
+            ctx.tracker.client.update_run(run_id, status="RUNNING")
+        ctx.progress()
 
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            ctx = _ACTIVE
-            if ctx is None or "epoch" not in result:
-                return
-            row = ctx.row(trial)
-            row.status, row.epoch = "RUNNING", int(result["epoch"])
-            row.metrics = {k: float(result[k]) for k in ("auc", "ap", "ap_sklearn", "loss")
-                           if k in result}
-            run_id = ctx.run_id(trial.trial_id, trial.config)
-            ctx.tracker.log_epochs(run_id, [{"epoch": row.epoch, **row.metrics}])
-            ctx.progress()
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        ctx = _ACTIVE
+        if ctx is None or "epoch" not in result:
+            return
+        row = ctx.row(trial)
+        row.status, row.epoch = "RUNNING", int(result["epoch"])
+        row.metrics = {k: float(result[k]) for k in ("auc", "ap", "ap_sklearn", "loss")
+                       if k in result}
+        run_id = ctx.run_id(trial.trial_id, trial.config)
+        ctx.tracker.log_epochs(run_id, [{"epoch": row.epoch, **row.metrics}])
+        ctx.progress()
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            ctx = _ACTIVE
-            if ctx is None:
-                return
-            ctx.row(trial).status = "TERMINATED"
-            finalize_trial(ctx, trial.trial_id, trial.config, trial.checkpoint)
-            ctx.progress(force=True)
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        ctx = _ACTIVE
+        if ctx is None:
+            return
+        ctx.row(trial).status = "TERMINATED"
+        finalize_trial(ctx, trial.trial_id, trial.config, trial.checkpoint)
+        ctx.progress(force=True)
 
-        def on_trial_error(self, iteration, trials, trial, **info):
-            ctx = _ACTIVE
-            if ctx is None:
-                return
-            ctx.row(trial).status = "ERROR"
-            run_id = ctx.run_id(trial.trial_id, trial.config)
-            ctx.tracker.client.set_terminated(run_id, status="FAILED")
-            ctx.progress(force=True)
-
-    return StudyCallback()
+    def on_trial_error(self, iteration, trials, trial, **info):
+        ctx = _ACTIVE
+        if ctx is None:
+            return
+        ctx.row(trial).status = "ERROR"
+        run_id = ctx.run_id(trial.trial_id, trial.config)
+        ctx.tracker.client.set_terminated(run_id, status="FAILED")
+        ctx.progress(force=True)
 
 
 def finalize_trial(ctx: StudyContext, trial_id: str, config: dict[str, Any],
@@ -301,7 +299,8 @@ def _tune_setup(spec: StudySpec, trials: list[PlannedTrial]):
     searcher: Any = OptunaSearch(sampler=sampler, metric=spec.metric, mode=spec.mode)
     if len(spec.seeds) > 1:
         searcher = Repeater(searcher, repeat=len(spec.seeds))
-    config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+    config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher,
+                             scheduler=scheduler,
                              num_samples=spec.search.num_samples * len(spec.seeds),
                              max_concurrent_trials=spec.max_concurrent)
     return space, config
@@ -364,7 +363,8 @@ def run_study(spec: StudySpec, storage: str, tracking_uri: str, address: str | N
                 "dataset": str(dataset_path), "dataset_sha256": data_id,
                 "trials": [t.key for t in trials], "created": time.time()})
         tracker = StudyTracker(client, spec.name, spec.spec_hash())
-        tracker.start_study({"spec_hash": spec.spec_hash(), "design": spec.design,
+        design = spec.design if spec.search is None else f"search ({spec.search.algorithm})"
+        tracker.start_study({"spec_hash": spec.spec_hash(), "design": design,
                              "dataset": str(dataset_path), "seeds": list(spec.seeds),
                              "trials": total_trials(spec, trials),
                              "source": str(spec.source or "")})
@@ -382,8 +382,9 @@ def run_study(spec: StudySpec, storage: str, tracking_uri: str, address: str | N
         from ablate.study.trainable import train_trial
 
         trainable = tune.with_resources(
-            tune.with_parameters(train_trial, plan=plan, dataset=_worker_dataset(spec.dataset,
-                                                                                dataset_path)),
+            tune.with_parameters(train_trial, plan=plan,
+                                 dataset=_worker_dataset(spec.dataset, dataset_path),
+                                 tune_path=study_dir.tune_path),
             {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
         space, tune_config = _tune_setup(spec, trials)
         resumed = tune.Tuner.can_restore(study_dir.tune_path)
@@ -397,7 +398,7 @@ def run_study(spec: StudySpec, storage: str, tracking_uri: str, address: str | N
             else:
                 run_config = tune.RunConfig(
                     name="tune", storage_path=study_dir.root, verbose=0,
-                    callbacks=[_tune_callback()],
+                    callbacks=[StudyCallback()],
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
                 tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,17 @@ class StudyDir:
         if self.is_local:
             path = Path(self.root)
             probe = path if path.exists() else next(p for p in path.parents if p.exists())
-            if not os.access(probe, os.W_OK):
-                raise AblateError(f"storage {probe} is not writable; pass --storage DIR")
+            if not probe.is_dir():
+                raise AblateError(f"storage {self.root}: {probe} is not a directory; "
+                                  f"pass --storage DIR")
+            # Write a nameless file rather than trust os.access: root passes every access
+            # check, yet a read-only mount or an immutable directory still refuses it.
+            try:
+                with tempfile.TemporaryFile(dir=probe):
+                    pass
+            except OSError as exc:
+                raise AblateError(f"storage {probe} is not writable ({exc.strerror}); "
+                                  f"pass --storage DIR") from None
             return
         fs, path = self._fs()
         try:

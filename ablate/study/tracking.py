@@ -11,7 +11,8 @@ and resumes maps each trial to the same run:
   ``ablate.seed``, ``ablate.spec_hash``, and ``mlflow.parentRunId``.
 
 Per-epoch metrics are logged with ``step = epoch``; epochs already logged (a trial that redoes
-an epoch after resuming from an older checkpoint) are skipped, so each step has one value.
+an epoch after resuming from an older checkpoint) are skipped, so each step has one value, and
+epochs missed while the driver was down are filled in from the trial's checkpointed history.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class StudyTracker:
         self._children: dict[str, Any] = {
             run.data.tags["ablate.trial_id"]: run for run in self._search(
                 f"tags.`ablate.role` = 'trial' and tags.`ablate.study` = '{study}'")}
-        self._logged_steps: dict[str, int] = {}
+        self._logged_steps: dict[str, set[int]] = {}
 
     def _search(self, filter_string: str) -> list[Any]:
         runs, token = [], None
@@ -179,21 +180,22 @@ class StudyTracker:
         return run_id
 
     def log_epochs(self, run_id: str, history: Iterable[Mapping[str, float]]) -> None:
-        """Logs per-epoch metrics whose step is not logged yet."""
+        """Logs the per-epoch metrics of every epoch not logged yet (gaps are filled: a result
+        reported while the driver was down arrives later through the checkpoint's history)."""
         from mlflow.entities import Metric
 
         if run_id not in self._logged_steps:
-            logged = self.client.get_metric_history(run_id, "auc")
-            self._logged_steps[run_id] = max((m.step for m in logged), default=0)
-        last = self._logged_steps[run_id]
+            self._logged_steps[run_id] = {
+                m.step for m in self.client.get_metric_history(run_id, "auc")}
+        logged = self._logged_steps[run_id]
         now = int(time.time() * 1000)
+        rows = [row for row in history if int(row["epoch"]) not in logged]
         metrics = [Metric(k, float(row[k]), now, int(row["epoch"]))
-                   for row in history if int(row["epoch"]) > last
-                   for k in row if k != "epoch" and isinstance(row[k], (int, float))]
+                   for row in rows for k in row
+                   if k != "epoch" and isinstance(row[k], (int, float))]
         for start in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[start:start + 1000])
-        if metrics:
-            self._logged_steps[run_id] = max(int(row["epoch"]) for row in history)
+        logged.update(int(row["epoch"]) for row in rows)
 
     def status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status

@@ -32,11 +32,42 @@ def trial_raw_config(config: dict[str, Any], plan: dict[str, Any]) -> tuple[dict
     return {**raw, "seed": seed}, "search", seed
 
 
-def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str) -> None:
+def newest_persisted_state(tune_path: str, trial_id: str) -> dict[str, Any] | None:
+    """The most advanced readable checkpoint this trial persisted under ``tune_path``.
+
+    Tune restores a trial from the checkpoint its last experiment snapshot recorded; a driver
+    killed between a checkpoint and the next snapshot would make the trial redo epochs (or
+    start over). The trial's own directory knows better. Local storage only.
+    """
+    import json
+
+    from ablate.train.checkpoint import load_checkpoint
+    from ablate.train.outputs import HISTORY
+
+    if "://" in tune_path:
+        return None
+    ranked = []
+    for history in Path(tune_path).glob(f"*_{trial_id}_*/checkpoint_*/{HISTORY}"):
+        try:
+            ranked.append((len(json.loads(history.read_text())), history.parent))
+        except (OSError, ValueError):
+            continue  # a checkpoint being written when the driver died
+    for _, directory in sorted(ranked, key=lambda item: item[0], reverse=True):
+        try:
+            state = load_checkpoint(directory)
+        except Exception:  # unreadable: try the next older one
+            continue
+        if state is not None:
+            return state
+    return None
+
+
+def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str,
+                tune_path: str) -> None:
     """Tune entry point (bound with ``tune.with_parameters``).
 
     ``dataset`` is the spec's dataset: a store path, or the synthetic default, which each node
-    generates into its own cache on first use.
+    generates into its own cache on first use. ``tune_path`` is the study's Tune directory.
     """
     from ray import tune
 
@@ -49,17 +80,30 @@ def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str) -> N
     raw, variant, seed = trial_raw_config(config, plan)
     trial_config = resolve_trial_config(raw)
     trainer = Trainer(trial_config, load(resolve_dataset(dataset)))
+    known = None  # the state of the checkpoint Tune restored this trial from, if any
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = load_checkpoint(Path(directory))
-        if state is not None:
-            trainer.load_state_dict(state)
+            known = load_checkpoint(Path(directory))
+    persisted = newest_persisted_state(tune_path, tune.get_context().get_trial_id())
+    states = [s for s in (persisted, known) if s is not None]
+    if states:
+        trainer.load_state_dict(max(states, key=lambda s: s["epoch"]))
     start_epoch = trainer.epoch  # > 0 when this attempt continues from a checkpoint
-    for result in trainer.epochs():
+
+    def report(metrics: dict[str, float], seconds: float) -> None:
         with tempfile.TemporaryDirectory(prefix="ablate-ckpt-") as directory:
             save_checkpoint(Path(directory), trainer.state_dict())
             write_trial_outputs(Path(directory), trainer)
-            metrics = {**result.metrics, "epoch": result.epoch, "variant": variant,
-                       "seed": seed, "epoch_seconds": result.seconds, "start_epoch": start_epoch}
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report({**metrics, "epoch": trainer.epoch, "variant": variant, "seed": seed,
+                         "epoch_seconds": seconds, "start_epoch": start_epoch},
+                        checkpoint=tune.Checkpoint.from_directory(directory))
+
+    if trainer.history and trainer.epoch > (known["epoch"] if known else 0):
+        # Resumed past what Tune's snapshot recorded (possibly past the last epoch, leaving
+        # nothing to train): report that epoch again, so Tune's last result and checkpoint,
+        # which the driver logs and summarises, are the trial's newest and not older ones.
+        trainer.evaluate()  # the test scores of the loaded model, for the checkpoint's outputs
+        report({k: v for k, v in trainer.history[-1].items() if k != "epoch"}, 0.0)
+    for result in trainer.epochs():
+        report(result.metrics, result.seconds)

@@ -36,13 +36,26 @@ def save_checkpoint(directory: Path, state: dict[str, Any]) -> Path:
     return latest
 
 
+class _NotACheckpoint(ValueError):
+    """A readable file that is not one of ours (e.g. a bare state dict copied in)."""
+
+
 def _read(path: Path) -> dict[str, Any]:
     import torch
 
+    # weights_only: a checkpoint is data; unpickling it must never run code from the file.
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
-        raise ValueError("not an ablate checkpoint")
+        raise _NotACheckpoint("not an ablate checkpoint")
     return state
+
+
+def _problem(exc: Exception) -> str:
+    # torch's own texts run to paragraphs and, for weights_only refusals, suggest loading the
+    # file unsafely; name the kind of failure instead.
+    if isinstance(exc, _NotACheckpoint):
+        return str(exc)
+    return f"corrupt or truncated: {exc.__class__.__name__}"
 
 
 def load_checkpoint(directory: Path) -> dict[str, Any] | None:
@@ -60,7 +73,7 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
         try:
             state = _read(path)
         except Exception as exc:  # torch raises several types for truncated/corrupt files
-            problems.append(f"{path.name} ({exc.__class__.__name__})")
+            problems.append(f"{path.name} ({_problem(exc)})")
             continue
         if problems:
             warnings.warn(f"{directory}: unreadable checkpoint {problems[0]}; resuming from "

@@ -1,0 +1,146 @@
+"""``ablate report`` and ``ablate ui``."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from ablate.cli.run import DEFAULT_STORAGE
+from ablate.errors import AblateError
+
+DEFAULT_DASHBOARDS = "dashboards"
+DEFAULT_PORT = 5000
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+PORT_IN_USE = "port {port} on {host} is in use; pass --port N (or stop what holds it)"
+NO_STORE = ("no tracking store at {path}; run a study first (ablate run SPEC) or pass "
+            "--tracking-uri (or set MLFLOW_TRACKING_URI)")
+CANNOT_WRITE = "cannot write the report to {path}: {problem}; pass --out DIR"
+EXPOSED = ("warning: --host {host} makes the MLflow UI reachable from other machines, with no "
+           "authentication; keep it on 127.0.0.1 and use an SSH tunnel where you can")
+
+
+def _check_name(study: str) -> None:
+    from ablate.study.spec import NAME_PATTERN
+
+    if not NAME_PATTERN.match(study):
+        raise click.BadParameter(f"expected letters, digits, '_', '.', '-', got {study!r}",
+                                 param_hint="STUDY")
+
+
+def _check_store(uri: str) -> None:
+    """A SQLite store must exist: MLflow would create an empty one, leaving a stray file."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if not db.is_file():
+            raise AblateError(NO_STORE.format(path=db))
+
+
+def _echo_table(report) -> None:
+    from ablate.report import render
+
+    header, rows = (render.config_cells(report) if report.is_search
+                    else render.ablation_cells(report))
+    if not rows:
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for cells in [header, *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+
+
+@click.command("report")
+@click.argument("study")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for the report [default: dashboards/STUDY].")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: MLFLOW_TRACKING_URI, else "
+                   "sqlite:///mlflow.db].")
+@click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
+              help="Where the study keeps study.json (for planned trials and the search space).")
+@click.option("--n-boot", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Bootstrap resamples per confidence interval.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="RNG seed of the bootstrap and permutation tests.")
+def report(study: str, out: Path | None, tracking_uri: str | None, storage: str, n_boot: int,
+           seed: int) -> None:
+    """Write the ablation table and plots of STUDY (finished or not) and log them to MLflow."""
+    from ablate.report.build import ARTIFACT_PATH, build_report, log_report, write_report
+    from ablate.study.tracking import connect, resolve_tracking_uri
+
+    _check_name(study)
+    uri = resolve_tracking_uri(tracking_uri)
+    _check_store(uri)
+    client = connect(uri)
+    result = build_report(client, study, storage, n_boot=n_boot, seed=seed)
+    target = out if out is not None else Path(DEFAULT_DASHBOARDS) / study
+    try:
+        files = write_report(result, target)
+    except OSError as exc:
+        raise AblateError(CANNOT_WRITE.format(path=target, problem=exc.strerror or exc)) from None
+    log_report(client, result, target, files)
+
+    kind = "search" if result.is_search else "ablation"
+    planned = "?" if result.planned is None else result.planned
+    click.echo(f"study '{study}' ({kind}): {result.finished}/{planned} trials finished")
+    _echo_table(result)
+    if result.missing:
+        click.echo(f"missing {len(result.missing)} trial(s):", err=True)
+        for m in result.missing:
+            click.echo(f"  {m.key:<40} {m.state}", err=True)
+        click.echo("  the report covers the finished trials only; rerun `ablate run SPEC` to "
+                   "finish the study, then report again", err=True)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    plots = sum(1 for f in files if f.suffix == ".png")
+    names = ", ".join(f.name for f in files if f.suffix != ".png")
+    click.echo(f"wrote {target}/: {names}, {plots} plot(s)")
+    click.echo(f"logged to MLflow run {result.parent_run_id} under {ARTIFACT_PATH}/")
+    click.echo(f"  open:      {target / 'index.html'}")
+    click.echo(f"  MLflow UI: ablate ui --tracking-uri {uri}")
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@click.command("ui")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; the default keeps the UI on this machine.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow tracking URI [default: MLFLOW_TRACKING_URI, else "
+                   "sqlite:///mlflow.db].")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Server worker processes (one is plenty for a single user).")
+def ui(port: int, host: str, tracking_uri: str | None, workers: int) -> None:
+    """Start the MLflow UI on the study tracking store (Ctrl-C stops it)."""
+    from ablate.study.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    _check_store(uri)  # else an empty store and a UI with nothing in it
+    if not _port_free(host, port):
+        raise AblateError(PORT_IN_USE.format(port=port, host=host))
+    if host not in LOOPBACK:
+        click.echo(EXPOSED.format(host=host), err=True)
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"MLflow UI for {uri} at http://{shown}:{port} (Ctrl-C stops it)")
+    argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+    # MLflow's server also starts a job runner (GenAI evaluation jobs, periodic tasks) that
+    # writes to the store: not needed to browse runs, and a second writer on a SQLite store
+    # a study may be writing to. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true brings it back.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec, not a child: Ctrl-C and a supervisor's signals reach the server directly.
+    os.execvp(argv[0], argv)

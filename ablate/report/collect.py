@@ -1,0 +1,296 @@
+"""Reading a study back from MLflow (and its ``study.json``) for a report.
+
+The layout is the one :mod:`ablate.study.tracking` writes: one experiment per study, a parent run
+tagged ``ablate.role=study``, one child run per trial tagged ``ablate.role=trial`` with
+``ablate.trial_key``, ``ablate.variant`` and ``ablate.seed``; final metrics are the latest values
+of the per-epoch metrics. Only reads happen here, so a report may run while the study does.
+
+``study.json`` (under ``--storage``) adds what MLflow does not hold: the planned trial keys (to
+say which are missing), the base variant's name, the metric and mode, and a search's space. A
+report without it still works from MLflow alone, with defaults it names in its notes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ablate.errors import AblateError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+NO_EXPERIMENT = ("no MLflow experiment '{study}' in {uri}; run `ablate run SPEC` first, or pass "
+                 "--tracking-uri (or MLFLOW_TRACKING_URI) of the store the study was run with")
+DELETED_EXPERIMENT = ("MLflow experiment '{study}' is deleted; restore it with `mlflow "
+                      "experiments restore` to report it")
+NO_PARENT = ("MLflow experiment '{study}' has no study run (tag ablate.role=study); it was not "
+             "written by `ablate run`")
+OTHER_RECORD = ("{path} belongs to another spec (hash {record}, MLflow has {parent}); ignored: "
+                "planned trials are unknown")
+NO_RECORD = ("no study.json at {path}; planned trials are unknown (pass --storage DIR of the "
+             "study to list missing ones)")
+DUPLICATE_RUNS = "{key}: {count} finished runs; the latest ({run_id}) is used"
+
+FINISHED = "FINISHED"
+FAILED_STATES = ("FAILED", "KILLED")
+DEFAULT_BASE_NAMES = ("full", "base")
+FINAL_METRICS = ("auc", "ap", "ap_sklearn", "loss")
+
+
+@dataclass(frozen=True)
+class TrialRun:
+    """One child run: a trial's identity, state, parameters and final metrics."""
+
+    run_id: str
+    key: str
+    variant: str
+    seed: int
+    status: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    final_epoch: int | None = None
+    stopped_early: bool = False
+    end_time: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status == FINISHED
+
+
+@dataclass(frozen=True)
+class MissingTrial:
+    """A planned trial without a finished run, and its state: ``running`` (or interrupted),
+    ``failed`` or ``not started``."""
+
+    key: str
+    state: str
+    run_id: str | None = None
+
+
+@dataclass
+class StudyRuns:
+    """Everything a report reads about one study.
+
+    Attributes:
+        name: The study name (also the MLflow experiment name).
+        tracking_uri: The store it was read from.
+        experiment_id: The MLflow experiment.
+        parent_run_id: The study's parent run (where the report is logged).
+        parent_params: The parent run's parameters (spec_hash, design, dataset, trials, ...).
+        record: ``study.json``, or None when absent or of another spec.
+        runs: Every child run, in any state.
+        notes: Things the reader should know (missing study.json, duplicate runs, ...).
+    """
+
+    name: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    parent_params: dict[str, str]
+    record: dict[str, Any] | None
+    runs: list[TrialRun]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return (self.record or {}).get("spec") or {}
+
+    @property
+    def is_search(self) -> bool:
+        if self.record is not None:
+            return self.spec.get("search") is not None
+        return any(r.variant == "search" for r in self.runs)
+
+    @property
+    def metric(self) -> str:
+        return self.spec.get("metric", "auc")
+
+    @property
+    def mode(self) -> str:
+        return self.spec.get("mode", "max")
+
+    @property
+    def base_name(self) -> str | None:
+        """The base variant: the spec's ``base_name``, else ``full`` or ``base`` if present."""
+        if self.is_search:
+            return None
+        if self.spec.get("base_name"):
+            return self.spec["base_name"]
+        present = {r.variant for r in self.runs}
+        return next((n for n in DEFAULT_BASE_NAMES if n in present), None)
+
+    @property
+    def dataset(self) -> str | None:
+        return (self.record or {}).get("dataset") or self.parent_params.get("dataset") or None
+
+    @property
+    def search_space(self) -> dict[str, tuple[str, list[Any]]]:
+        """``{param: (kind, args)}`` of a search study, from ``study.json``."""
+        search = self.spec.get("search") or {}
+        return {k: (v[0], list(v[1])) for k, v in (search.get("space") or {}).items()}
+
+    @property
+    def finished(self) -> list[TrialRun]:
+        """One finished run per trial key (the latest where a key has several)."""
+        latest: dict[str, TrialRun] = {}
+        for run in self.runs:
+            if run.finished and (run.key not in latest or
+                                 run.end_time > latest[run.key].end_time):
+                latest[run.key] = run
+        return sorted(latest.values(), key=lambda r: (r.variant, r.seed, r.key))
+
+    @property
+    def planned_keys(self) -> list[str]:
+        return list((self.record or {}).get("trials") or [])
+
+    @property
+    def planned_count(self) -> int | None:
+        """Trials the study plans: from ``study.json``, else the parent run's ``trials``."""
+        if self.planned_keys:
+            return len(self.planned_keys)
+        try:
+            return int(self.parent_params["trials"])
+        except (KeyError, ValueError):
+            return None
+
+    def missing(self) -> list[MissingTrial]:
+        """Planned trials without a finished run; for a search (no planned keys), the unfinished
+        runs."""
+        done = {r.key for r in self.finished}
+        by_key: dict[str, TrialRun] = {}
+        for run in self.runs:
+            if not run.finished and run.key not in done:
+                if run.key not in by_key or run.end_time >= by_key[run.key].end_time:
+                    by_key[run.key] = run
+        keys = ([k for k in self.planned_keys if k not in done] if self.planned_keys
+                else sorted(by_key))
+        out = []
+        for key in keys:
+            run = by_key.get(key)
+            if run is None:
+                out.append(MissingTrial(key, "not started"))
+            else:
+                state = "failed" if run.status in FAILED_STATES else "running"
+                out.append(MissingTrial(key, state, run.run_id))
+        return out
+
+
+def _search_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _trial_run(run: Any) -> TrialRun:
+    tags = run.data.tags
+    key = tags.get("ablate.trial_key", run.info.run_id)
+    try:
+        seed = int(tags.get("ablate.seed", run.data.params.get("seed", "0")))
+    except ValueError:
+        seed = 0
+    try:
+        final_epoch: int | None = int(tags["ablate.final_epoch"])
+    except (KeyError, ValueError):
+        final_epoch = None
+    return TrialRun(
+        run_id=run.info.run_id, key=key,
+        variant=tags.get("ablate.variant", key.rpartition("/")[0] or key), seed=seed,
+        status=run.info.status, params=dict(run.data.params),
+        metrics={k: float(v) for k, v in run.data.metrics.items() if k in FINAL_METRICS},
+        final_epoch=final_epoch, stopped_early=tags.get("ablate.stopped_early") == "true",
+        end_time=int(run.info.end_time or run.info.start_time or 0))
+
+
+def _record(storage: str, study: str, spec_hash: str | None,
+            notes: list[str]) -> dict[str, Any] | None:
+    from ablate.study.storage import STUDY_FILE, StudyDir
+
+    directory = StudyDir.at(storage, study)
+    path = f"{directory.root}/{STUDY_FILE}"
+    try:
+        record = directory.read_record()
+    except (OSError, ValueError) as exc:  # an unreachable remote storage is not fatal here
+        notes.append(f"{path}: cannot be read ({exc}); planned trials are unknown")
+        return None
+    if record is None:
+        notes.append(NO_RECORD.format(path=path))
+        return None
+    if spec_hash and record.get("spec_hash") != spec_hash:
+        notes.append(OTHER_RECORD.format(path=path, record=record.get("spec_hash"),
+                                         parent=spec_hash))
+        return None
+    return record
+
+
+def collect(client: MlflowClient, study: str, storage: str) -> StudyRuns:
+    """Reads a study's parent run, child runs and ``study.json``.
+
+    Args:
+        client: A connected client (:func:`ablate.study.tracking.connect`).
+        study: The study name.
+        storage: Where ``ablate run`` kept the study (``STORAGE/STUDY/study.json``).
+
+    Raises:
+        AblateError: No such experiment, or it has no study run.
+    """
+    uri = client.tracking_uri
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        raise AblateError(NO_EXPERIMENT.format(study=study, uri=uri))
+    if experiment.lifecycle_stage == "deleted":
+        raise AblateError(DELETED_EXPERIMENT.format(study=study))
+    eid = experiment.experiment_id
+    parents = _search_runs(client, eid, "tags.`ablate.role` = 'study'")
+    if not parents:
+        raise AblateError(NO_PARENT.format(study=study))
+    # The tracker reuses the first study run it finds; search order is newest first, so the
+    # oldest is the one every resume wrote to.
+    parent = min(parents, key=lambda r: r.info.start_time or 0)
+    children = _search_runs(
+        client, eid, f"tags.`ablate.role` = 'trial' and tags.`ablate.study` = '{study}'")
+    notes: list[str] = []
+    record = _record(storage, study, parent.data.tags.get("ablate.spec_hash"), notes)
+    runs = StudyRuns(name=study, tracking_uri=uri, experiment_id=eid,
+                     parent_run_id=parent.info.run_id, parent_params=dict(parent.data.params),
+                     record=record, runs=[_trial_run(r) for r in children], notes=notes)
+    counts: dict[str, list[TrialRun]] = {}
+    for run in runs.runs:
+        if run.finished:
+            counts.setdefault(run.key, []).append(run)
+    chosen = {r.key: r.run_id for r in runs.finished}
+    for key, group in sorted(counts.items()):
+        if len(group) > 1:
+            notes.append(DUPLICATE_RUNS.format(key=key, count=len(group), run_id=chosen[key]))
+    return runs
+
+
+def metric_history(client: MlflowClient, run_id: str, metric: str = "auc") -> dict[int, float]:
+    """``{epoch: value}`` of one run's per-epoch metric (the last value logged per step)."""
+    history: dict[int, tuple[int, float]] = {}
+    for m in client.get_metric_history(run_id, metric):
+        if m.step not in history or m.timestamp >= history[m.step][0]:
+            history[m.step] = (m.timestamp, float(m.value))
+    return {step: value for step, (_, value) in sorted(history.items())}
+
+
+def trial_scores(client: MlflowClient, run_id: str, scratch: Path) -> dict[str, Any] | None:
+    """A run's test snippet scores by video id (``scores/scores.npz``), or None when the run
+    has no such artifact."""
+    import numpy as np
+
+    # MLflow draws a progress bar on stderr for every download, even of one small file.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        path = client.download_artifacts(run_id, "scores/scores.npz", str(scratch))
+    except Exception:  # MLflow raises its own and OS errors for a missing artifact
+        return None
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}

@@ -1,0 +1,167 @@
+"""`ablate run` end to end on a real local Ray and a real SQLite MLflow store, including a
+SIGKILL of the driver mid-study and the resume that follows."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import run_cli
+
+SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
+SMOKE_KEYS = {f"{v}/seed{s}" for v in ("full", "clav=none", "como=none") for s in (0, 1)}
+pytestmark = pytest.mark.slow
+
+
+def child_runs(workdir: Path, study: str = "smoke") -> list:
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(study)
+    return client.search_runs([experiment.experiment_id], "tags.`ablate.role` = 'trial'")
+
+
+def assert_complete(workdir: Path, epochs: int = 3) -> None:
+    """Every planned trial has exactly one FINISHED run with one value per epoch."""
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = child_runs(workdir)
+    keys = [r.data.tags["ablate.trial_key"] for r in runs]
+    assert sorted(keys) == sorted(SMOKE_KEYS)  # exactly one run per trial
+    for run in runs:
+        assert run.info.status == "FINISHED", run.data.tags["ablate.trial_key"]
+        assert 0.0 < run.data.metrics["auc"] <= 1.0 and 0.0 < run.data.metrics["ap"] <= 1.0
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "auc")]
+        assert sorted(steps) == list(range(1, epochs + 1))
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.yaml", "scores", "plots", "checkpoint"} <= artifacts
+        assert run.data.tags["mlflow.parentRunId"]
+        assert run.data.params["model.clav.type"] in ("clav", "none")
+
+
+def trial_results(workdir: Path) -> dict[str, list[dict]]:
+    """Every result each trial reported to Tune, from its result.json, by trial key."""
+    out = {}
+    for result_file in (workdir / "runs" / "smoke" / "tune").glob("*/result.json"):
+        rows = [json.loads(line) for line in result_file.read_text().splitlines() if line]
+        if rows:
+            params = json.loads((result_file.parent / "params.json").read_text())
+            out[params["trial_key"]] = rows
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = run_cli("run", str(SMOKE), cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    return workdir, result.stdout
+
+
+def test_smoke_study_runs_and_tracks_every_trial(smoke_study: tuple[Path, str]) -> None:
+    workdir, stdout = smoke_study
+    assert "study 'smoke': 6/6 trials done, 0 failed" in stdout
+    assert "ablate report smoke" in stdout and "ablate ui" in stdout
+    assert_complete(workdir)
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    parents = client.search_runs([experiment.experiment_id], "tags.`ablate.role` = 'study'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in child_runs(workdir)} == {
+        parents[0].info.run_id}
+    # Paired design: every variant ran the same seeds.
+    tags = [(r.data.tags["ablate.variant"], r.data.tags["ablate.seed"]) for r in
+            child_runs(workdir)]
+    assert sorted(tags) == sorted((v, str(s)) for v in ("full", "clav=none", "como=none")
+                                  for s in (0, 1))
+
+
+def test_rerunning_a_finished_study_duplicates_nothing(smoke_study: tuple[Path, str]) -> None:
+    workdir, _ = smoke_study
+    before = {r.info.run_id for r in child_runs(workdir)}
+    result = run_cli("run", str(SMOKE), cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "(resumed)" in result.stdout
+    assert {r.info.run_id for r in child_runs(workdir)} == before
+    assert_complete(workdir)
+
+
+def test_status_reads_the_study(smoke_study: tuple[Path, str]) -> None:
+    workdir, _ = smoke_study
+    result = run_cli("status", "smoke", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "trials: 6 terminated" in result.stdout
+    assert "full/seed0" in result.stdout
+
+
+def test_changed_spec_is_refused(smoke_study: tuple[Path, str]) -> None:
+    workdir, _ = smoke_study
+    changed = workdir / "smoke_changed.yaml"
+    changed.write_text(SMOKE.read_text().replace("seeds: [0, 1]", "seeds: [0, 1, 2]"))
+    result = run_cli("run", str(changed), cwd=workdir)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: study 'smoke' at ")
+    assert "was created from a different spec" in lines[0] and "--name NEW_NAME" in lines[0]
+
+
+def _session_processes(session_id: int) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "sid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.split(None, 1)[0] == str(session_id)]
+
+
+def test_sigkill_mid_study_then_the_same_command_completes(tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).parent / "ablate")
+    driver = subprocess.Popen([exe, "run", str(SMOKE)], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    tune_dir = tmp_path / "runs" / "smoke" / "tune"
+    deadline = time.monotonic() + 600
+    checkpointed: set[str] = set()
+    try:
+        # Kill as soon as some trial has a checkpoint, while the study is still running.
+        while time.monotonic() < deadline and driver.poll() is None:
+            for trial_dir in tune_dir.glob("*/checkpoint_000000"):
+                params = json.loads((trial_dir.parent / "params.json").read_text())
+                checkpointed.add(params["trial_key"])
+            if checkpointed:
+                break
+            time.sleep(0.1)
+        # Trials with fewer checkpoints than epochs at the kill were interrupted mid-trial.
+        interrupted = {key for key in checkpointed if len(list(
+            tune_dir.glob(f"*trial_key={key.replace('=', '_').replace('/', '_')}*/checkpoint_*")))
+            < 3}
+        assert driver.poll() is None, "the study finished before it could be interrupted"
+        assert checkpointed
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    # Ray's core processes and trial workers share the driver's fate (they run in the driver's
+    # session). Ray's per-node agents wait on the dead GCS and linger: reap them here.
+    time.sleep(5)
+    core = [p for p in _session_processes(driver.pid) if "Agent" not in p]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)
+    assert not core, f"Ray processes outlived the killed driver: {core}"
+
+    result = run_cli("run", str(SMOKE), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "6/6 trials done, 0 failed" in result.stdout and "(resumed)" in result.stdout
+    assert_complete(tmp_path)
+    results = trial_results(tmp_path)
+    assert interrupted, "no trial was interrupted mid-way"
+    for key in interrupted:
+        # Tune keeps the results of the attempt that finished: it continued from a checkpoint.
+        rows = results[key]
+        assert [r["epoch"] for r in rows][-1] == 3
+        assert all(r["start_epoch"] >= 1 for r in rows), (key, rows)
+        assert rows[0]["epoch"] == rows[0]["start_epoch"] + 1

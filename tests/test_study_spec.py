@@ -1,0 +1,147 @@
+"""Study specs: validation (before anything runs), expansion, conditional axes, dry runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ablate.cli import cli
+from ablate.study.plan import expand, variants
+from ablate.study.spec import load_spec, parse_spec
+
+SPECS = Path(__file__).resolve().parents[1] / "search_spaces"
+
+MINIMAL = {
+    "name": "t",
+    "base": "full",
+    "ablation": {"design": "grid", "axes": {"model.clav.type": ["clav", "none"]}},
+    "seeds": [0, 1],
+}
+
+
+def _spec(**changes: object) -> dict:
+    spec = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    spec.update(changes)
+    return spec
+
+
+@pytest.mark.parametrize(("name", "count", "n_variants"), [
+    ("smoke", 6, 3), ("como", 12, 4), ("clav", 21, 7), ("full", 27, 9)])
+def test_shipped_specs_expand(name: str, count: int, n_variants: int) -> None:
+    spec = load_spec(SPECS / f"{name}.yaml")
+    trials = expand(spec)
+    assert len(trials) == count
+    assert len({t.variant for t in trials}) == n_variants
+    assert len({t.key for t in trials}) == count  # no duplicate trials
+    # Every variant runs the same seeds, so results pair.
+    seeds = {t.variant: set() for t in trials}
+    for t in trials:
+        seeds[t.variant].add(t.seed)
+    assert len({frozenset(s) for s in seeds.values()}) == 1
+
+
+def test_every_shipped_spec_starts_with_its_question() -> None:
+    for path in SPECS.glob("*.yaml"):
+        assert path.read_text().startswith("# Question:"), path.name
+        load_spec(path)
+
+
+def test_switched_off_component_does_not_multiply_trials() -> None:
+    spec = parse_spec(_spec(ablation={"design": "grid", "axes": {
+        "model.clav.type": ["clav", "none"],
+        "model.clav.margin": [0.5, 1.0, 2.0]}}))
+    names = [v.name for v in variants(spec)]
+    # 3 margins with CLAV on + 1 with CLAV off; not 6.
+    assert len(names) == 4
+    assert "clav=none" in names and "base" in names
+
+
+def test_leave_one_out_and_add_one_in() -> None:
+    loo = parse_spec(_spec(ablation={"design": "leave_one_out", "axes": {
+        "model.clav.type": ["none"], "model.como.relations": [["motion"], ["context_motion"]]}}))
+    assert [v.name for v in variants(loo)] == [
+        "base", "clav=none", "como.relations=motion", "como.relations=context_motion"]
+    add = parse_spec(_spec(reference="baseline", base_name="full", ablation={
+        "design": "add_one_in", "axes": {"model.clav.type": ["clav"],
+                                         "model.como.type": ["como"]}}))
+    assert [v.name for v in variants(add)] == [
+        "reference", "reference+clav=clav", "reference+como=como", "full"]
+
+
+def test_relation_order_does_not_make_a_new_variant() -> None:
+    spec = parse_spec(_spec(ablation={"axes": {"model.como.relations": [
+        ["motion", "context"], ["context", "motion"]]}}))
+    assert len(variants(spec)) == 1
+
+
+def test_spec_hash_ignores_resources_but_not_seeds() -> None:
+    a = parse_spec(_spec())
+    b = parse_spec(_spec(resources={"cpu": 2, "gpu": 0.5}, max_concurrent=8))
+    c = parse_spec(_spec(seeds=[0, 1, 2]))
+    assert a.spec_hash() == b.spec_hash() != c.spec_hash()
+
+
+BAD_SPECS = [
+    ("name: t\nbase: full\nseeds: [0, 1\n",
+     "bad.yaml: line 4: invalid YAML: expected ',' or ']', but got '<stream end>'"),
+    ("name: t\nbase: full\nseedz: 2\n",
+     "seedz: unknown key; did you mean 'seeds'? Allowed: name, description, dataset, base, "
+     "base_name, overrides, ablation, seeds, search, scheduler, metric, mode, resources, "
+     "max_concurrent, max_failures, reference"),
+    ("name: t\nbase: full\nablation:\n  axes:\n    model.clav.type: [clv]\n",
+     "ablation.axes model.clav.type='clv': model.clav.type: unknown component 'clv'; did you "
+     "mean 'clav'? Allowed: clav, none"),
+    ("name: t\nbase: full\nablation:\n  axes:\n    model.clav.margin: [big]\n",
+     "ablation.axes model.clav.margin='big': model.clav.margin: expected float, got str ('big')"),
+    ("name: t\nbase: full\nablation:\n  axes:\n    model.clav.margin: []\n",
+     "ablation.axes.model.clav.margin: empty axis; give at least one value under 'values'"),
+    ("name: t\nbase: full\nseeds: 0\n", "seeds: must be >= 1, got 0"),
+    ("name: t\nbase: full\nmax_concurrent: two\n", "max_concurrent: expected an int, got str ('two')"),
+    ("name: t\nbase: fulll\n", "base: unknown preset 'fulll'; allowed: baseline, clav_only, "
+                                "como_only, full, mil_ranking, rtfm or a mapping with model, loss, train"),
+    ("name: t\nbase: full\nablation:\n  design: factorial\n",
+     "ablation.design: expected one of grid, leave_one_out, add_one_in, got 'factorial'"),
+    ("name: t\nbase: full\nsearch:\n  space:\n    train.lr: {loguniform: [0, 1]}\n",
+     "search.space.train.lr.loguniform: expected 0 < low < high for loguniform and low < high "
+     "otherwise, got [0, 1]"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_SPECS)
+def test_bad_spec_is_one_line_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 text: str, message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text(text)
+    result = CliRunner().invoke(cli, ["run", "bad.yaml"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].endswith(message), lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # no mlflow.db, no runs/
+
+
+def test_bad_spec_through_the_real_entry_point(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    (tmp_path / "bad.yaml").write_text("name: t\nbase: full\nseeds: -1\n")
+    result = run_cli("run", "bad.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["error: seeds: must be >= 1, got -1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_dry_run_prints_the_factorial() -> None:
+    result = CliRunner().invoke(cli, ["run", str(SPECS / "full.yaml"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "study 'full' (grid): 9 variants x 3 seed(s) = 27 trials")
+    assert "clav=none,como=none" in result.output
+
+
+def test_dry_run_of_a_search() -> None:
+    result = CliRunner().invoke(cli, ["run", str(SPECS / "hpo.yaml"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "16 samples x 1 seed(s) = 16 trials; scheduler asha" in result.output
