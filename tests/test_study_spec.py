@@ -29,7 +29,7 @@ def _spec(**changes: object) -> dict:
 
 
 @pytest.mark.parametrize(("name", "count", "n_variants"), [
-    ("smoke", 6, 3), ("como", 12, 4), ("clav", 21, 7), ("full", 27, 9)])
+    ("smoke", 6, 3), ("como", 24, 4), ("clav", 21, 7), ("full", 27, 9)])
 def test_shipped_specs_expand(name: str, count: int, n_variants: int) -> None:
     spec = load_spec(SPECS / f"{name}.yaml")
     trials = expand(spec)

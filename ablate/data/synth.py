@@ -5,20 +5,23 @@ need what the method claims — looking around. Its generative model:
 
 - **Scenes.** Each video has one context (scene) out of six: roadway, playground, parking_lot,
   corridor, shop, park. A scene is a random vector ``c_k`` (16 latent dims). Per snippet it is
-  observed as ``CONTEXT_GAIN · c_k + N(0, 1)``: a signal-to-noise ratio of 0.3 per dim, too weak
+  observed as ``CONTEXT_GAIN · c_k + N(0, 1)``: a signal-to-noise ratio of 0.5 per dim, too weak
   to tell the scene from one snippet but clear after averaging a few dozen (the video's mean).
 - **Motions.** A video is a sequence of motion intervals (random lengths of 6–30 snippets). A
-  motion is a random vector ``μ_j`` (16 latent dims) observed as ``MOTION_GAIN · μ_j + N(0, 1)``
-  per snippet, so one snippet shows its motion (an I3D snippet is a 16-frame clip), and the
-  change between consecutive snippets marks where a motion starts and ends.
+  motion j has a static look ``μ_j`` and an oscillation in its own plane (two orthonormal
+  directions ``u_j, v_j``); per snippet the 16 motion dims are
+  ``MOTION_GAIN · μ_j + MOTION_SWING · (cos θ_t · u_j + sin θ_t · v_j) + N(0, 1)`` with the phase
+  θ advancing ``MOTION_STEP`` radians per snippet. So a motion shows in each snippet (an I3D
+  snippet is a 16-frame clip) and in the change between consecutive snippets, where the scene
+  cancels.
 - **Which pairs are abnormal** (the ``RULES`` table): ``walking``, ``standing``, ``sitting``,
   ``talking`` are normal everywhere; ``fighting`` and ``shooting`` are abnormal everywhere
   (context-free anomalies); ``running``, ``climbing`` and ``riding`` are abnormal only in some
   scenes (running on a roadway, not on a playground). Normal videos show context-dependent
   motions in scenes where they are normal about a third of the time, so a detector that ignores
   the scene raises false alarms on them.
-- **Abnormal videos** hold one or two abnormal intervals (10–35 % of the video each): 40 % a
-  context-free anomaly, 60 % a context-dependent motion in a scene where it is abnormal. Frame
+- **Abnormal videos** hold one or two abnormal intervals (10–35 % of the video each): 25 % a
+  context-free anomaly, 75 % a context-dependent motion in a scene where it is abnormal. Frame
   labels follow the field's convention (16 frames per snippet, 1 inside abnormal intervals).
 - **Entanglement.** The scene, motion and 16 nuisance latent dims (a per-video offset plus
   per-snippet noise) are mixed by one fixed random projection into D dims, and each crop adds
@@ -28,8 +31,9 @@ Consequences, by design: a per-snippet model catches context-free anomalies; a m
 relation cannot tell running on a roadway from running on a playground; aggregating the scene
 over the video (context, or the context–motion interrelation) is needed for the rest.
 
-Scales: ``small`` (320 train / 120 test videos, D=256, 2 crops; seconds to generate, a trial in
-well under a minute on 2 cores) and ``ucf`` (UCF-Crime's shape: 1,610 train of which the first
+Scales: ``small`` (320 train videos of 32–40 snippets, so the 32-segment training view is close
+to the raw snippets; 120 test videos of 32–400 snippets; D=256, 2 crops; seconds to generate, a
+trial in well under a minute on 2 cores) and ``ucf`` (UCF-Crime's shape: 1,610 train of which the first
 810 abnormal, 290 test of which the first 140 abnormal, D=2048, 10 crops, test videos from tens to
 thousands of snippets; several GB, for load and memory benchmarks). The same seed gives
 byte-identical stores.

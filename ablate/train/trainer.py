@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     import torch
 
     from ablate.data import FeatureDataset
+    from ablate.models import ModelOutput
 
 # Test videos are scored with all their crops in one forward pass unless the relation graphs
 # (crops x T x T) would exceed this many elements; then crops go in smaller groups.
@@ -68,6 +70,13 @@ def set_cpu_threads(threads: int) -> int:
     return threads
 
 
+def _as_float(out: ModelOutput) -> ModelOutput:
+    import dataclasses
+
+    return dataclasses.replace(out, scores=out.scores.float(), features=out.features.float(),
+                               extras={k: v.float() for k, v in out.extras.items()})
+
+
 class _TrainSet:
     """The training view as batches; on the device when it fits, else gathered per step."""
 
@@ -83,7 +92,9 @@ class _TrainSet:
         if device == "cuda":
             free, _ = torch.cuda.mem_get_info()
             if features.nbytes < 0.5 * free:  # leave room for activations and other trials
-                self._on_device = torch.as_tensor(np.asarray(features)).to(device)
+                with warnings.catch_warnings():  # read-only mmap: copied to the device, unwritten
+                    warnings.simplefilter("ignore", UserWarning)
+                    self._on_device = torch.as_tensor(np.asarray(features)).to(device)
 
     def batch(self, videos: np.ndarray, crops: np.ndarray) -> torch.Tensor:
         import torch
@@ -193,7 +204,9 @@ class Trainer:
             x = self.train_set.batch(videos, crops)
             labels = torch.cat([torch.zeros(half), torch.ones(half)]).to(self.device)
             with self._autocast():
-                loss, parts = self.objective(self.model(x), labels)
+                out = self.model(x)
+            # Losses in float32: BCE on probabilities is unsafe under autocast.
+            loss, parts = self.objective(_as_float(out), labels)
             if not torch.isfinite(loss):
                 raise AblateError(f"loss became {loss.item()} at epoch {self.epoch + 1}, step "
                                   f"{step + 1}; lower train.lr or check the features")
