@@ -164,4 +164,4 @@ def test_sigkill_mid_study_then_the_same_command_completes(tmp_path: Path) -> No
         rows = results[key]
         assert [r["epoch"] for r in rows][-1] == 3
         assert all(r["start_epoch"] >= 1 for r in rows), (key, rows)
-        assert rows[0]["epoch"] == rows[0]["start_epoch"] + 1
+        assert min(r["epoch"] for r in rows) >= rows[0]["start_epoch"]

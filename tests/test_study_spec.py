@@ -99,9 +99,11 @@ BAD_SPECS = [
     ("name: t\nbase: full\nablation:\n  axes:\n    model.clav.margin: []\n",
      "ablation.axes.model.clav.margin: empty axis; give at least one value under 'values'"),
     ("name: t\nbase: full\nseeds: 0\n", "seeds: must be >= 1, got 0"),
-    ("name: t\nbase: full\nmax_concurrent: two\n", "max_concurrent: expected an int, got str ('two')"),
-    ("name: t\nbase: fulll\n", "base: unknown preset 'fulll'; allowed: baseline, clav_only, "
-                                "como_only, full, mil_ranking, rtfm or a mapping with model, loss, train"),
+    ("name: t\nbase: full\nmax_concurrent: two\n",
+     "max_concurrent: expected an int, got str ('two')"),
+    ("name: t\nbase: fulll\n",
+     "base: unknown preset 'fulll'; allowed: baseline, clav_only, como_only, full, mil_ranking, "
+     "rtfm or a mapping with model, loss, train"),
     ("name: t\nbase: full\nablation:\n  design: factorial\n",
      "ablation.design: expected one of grid, leave_one_out, add_one_in, got 'factorial'"),
     ("name: t\nbase: full\nsearch:\n  space:\n    train.lr: {loguniform: [0, 1]}\n",

@@ -33,9 +33,9 @@ over the video (context, or the context–motion interrelation) is needed for th
 
 Scales: ``small`` (320 train videos of 32–40 snippets, so the 32-segment training view is close
 to the raw snippets; 120 test videos of 32–400 snippets; D=256, 2 crops; seconds to generate, a
-trial in well under a minute on 2 cores) and ``ucf`` (UCF-Crime's shape: 1,610 train of which the first
-810 abnormal, 290 test of which the first 140 abnormal, D=2048, 10 crops, test videos from tens to
-thousands of snippets; several GB, for load and memory benchmarks). The same seed gives
+trial in well under a minute on 2 cores) and ``ucf`` (UCF-Crime's shape: 1,610 train of which the
+first 810 abnormal, 290 test of which the first 140 abnormal, D=2048, 10 crops, test videos from
+tens to thousands of snippets; several GB, for load and memory benchmarks). The same seed gives
 byte-identical stores.
 """
 

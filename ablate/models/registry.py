@@ -13,6 +13,24 @@ docstrings instead of keeping a second, hand-written description that could drif
 
 Model components take the input width as their first constructor argument ``in_dim`` (given by the
 model, not an option) and expose their output width as ``out_dim``.
+
+Third-party components (plugins). A study spec can only name registered components; other
+packages add theirs through the ``ablate.components`` entry-point group. Each entry point names a
+callable that receives the registry and registers into it::
+
+    # pyproject.toml of the plugin package
+    [project.entry-points."ablate.components"]
+    my_heads = "my_package.ablate_plugin:register"
+
+    # my_package/ablate_plugin.py
+    def register(registry):
+        registry.register("head", "my_head", MyHead)
+
+The entry points are loaded once, lazily, when the registry is first queried (nothing is imported
+at ``import ablate``), in name order. A plugin that fails to load or to register is a
+:class:`~ablate.errors.ConfigError` naming it, raised on every query until it is fixed or
+uninstalled, so a spec never silently loses a component. On a cluster the plugin must be
+installed on every node, like ``ablate`` itself: trial workers resolve specs too.
 """
 
 from __future__ import annotations
@@ -29,6 +47,9 @@ from ablate.errors import ConfigError
 
 NONE = "none"
 """The reserved component name that switches an optional slot off."""
+
+PLUGIN_GROUP = "ablate.components"
+"""The entry-point group through which installed packages register components."""
 
 # Constructor parameters that are not user options: the model passes them.
 _BUILD_ARGS = ("self", "in_dim", "feature_dim")
@@ -160,6 +181,10 @@ def summary(obj: Any) -> str:
 class Registry:
     """Slots, each a name -> component class table.
 
+    Args:
+        plugin_group: Entry-point group whose plugins are loaded on the first query (see the
+            module docstring); None for a registry without plugins.
+
     Example:
         >>> registry = Registry()
         >>> registry.add_slot("embed", group="model", default="mlp", description="...")
@@ -167,9 +192,12 @@ class Registry:
         ... class MLPEmbed(torch.nn.Module): ...
     """
 
-    def __init__(self) -> None:
+    def __init__(self, plugin_group: str | None = None) -> None:
         self._slots: dict[str, Slot] = {}
         self._components: dict[str, dict[str, type]] = {}
+        self._plugin_group = plugin_group
+        self._plugins_loaded = plugin_group is None
+        self._plugin_error: ConfigError | None = None
 
     # -- declaration -------------------------------------------------------------------------
 
@@ -224,10 +252,36 @@ class Registry:
             return add
         return add(obj)
 
+    # -- plugins -----------------------------------------------------------------------------
+
+    def _load_plugins(self) -> None:
+        """Calls every entry point of the plugin group with this registry, once.
+
+        Raises:
+            ConfigError: A plugin failed to load or to register (raised on every query).
+        """
+        if self._plugin_error is not None:
+            raise self._plugin_error
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True  # first: a plugin may query the registry while registering
+        from importlib.metadata import entry_points
+
+        for entry in sorted(entry_points(group=self._plugin_group), key=lambda e: e.name):
+            try:
+                entry.load()(self)
+            except Exception as exc:  # any failure of third-party code: name the plugin
+                self._plugin_error = ConfigError(
+                    f"plugin '{entry.name}' ({entry.value}) of entry-point group "
+                    f"'{self._plugin_group}' failed: {exc.__class__.__name__}: {exc}; fix or "
+                    f"uninstall the package that provides it")
+                raise self._plugin_error from exc
+
     # -- lookup ------------------------------------------------------------------------------
 
     def slots(self, group: str | None = None) -> list[str]:
         """Slot names in declaration order, optionally only those of ``group``."""
+        self._load_plugins()
         return [s.name for s in self._slots.values() if group is None or s.group == group]
 
     def slot(self, name: str) -> Slot:
@@ -308,6 +362,7 @@ class Registry:
                 yield slot, name
 
     def _check_slot(self, slot: str) -> None:
+        self._load_plugins()  # every lookup but slots() passes here
         if slot not in self._slots:
             allowed = sorted(self._slots)
             raise ConfigError(
@@ -315,8 +370,9 @@ class Registry:
             )
 
 
-REGISTRY = Registry()
-"""The registry every spec is resolved against; component modules register into it on import."""
+REGISTRY = Registry(plugin_group=PLUGIN_GROUP)
+"""The registry every spec is resolved against; component modules register into it on import,
+plugins (see the module docstring) on its first query."""
 
 REGISTRY.add_slot(
     "embed", group="model", default="mlp", description="Snippet embedding of the input features."

@@ -8,6 +8,8 @@ driver logs what the checkpoints carry (``history.json``, ``scores.npz``, ``conf
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,31 @@ from typing import Any
 from ablate.config import apply_overrides, resolve_trial_config
 
 TRIAL_INDEX = "__trial_index__"  # set by Ray's Repeater: which seed of a searched config
+SCRATCH_PREFIX = "ablate-ckpt-"  # + "<pid>-": where a checkpoint is written before Tune takes it
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_stale_scratch(root: Path | None = None) -> None:
+    """Removes the checkpoint scratch directories of trial processes that died mid-report.
+
+    A killed worker (lost driver, OOM, preemption) never runs its ``TemporaryDirectory``
+    cleanup, and each leftover holds a whole checkpoint; the next trial on the node removes
+    them.
+    """
+    root = Path(tempfile.gettempdir()) if root is None else root
+    for path in root.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def trial_raw_config(config: dict[str, Any], plan: dict[str, Any]) -> tuple[dict, str, int]:
@@ -77,6 +104,7 @@ def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str,
     from ablate.train.outputs import write_trial_outputs
     from ablate.train.trainer import Trainer
 
+    sweep_stale_scratch()
     raw, variant, seed = trial_raw_config(config, plan)
     trial_config = resolve_trial_config(raw)
     trainer = Trainer(trial_config, load(resolve_dataset(dataset)))
@@ -92,7 +120,7 @@ def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str,
     start_epoch = trainer.epoch  # > 0 when this attempt continues from a checkpoint
 
     def report(metrics: dict[str, float], seconds: float) -> None:
-        with tempfile.TemporaryDirectory(prefix="ablate-ckpt-") as directory:
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as directory:
             save_checkpoint(Path(directory), trainer.state_dict())
             write_trial_outputs(Path(directory), trainer)
             tune.report({**metrics, "epoch": trainer.epoch, "variant": variant, "seed": seed,

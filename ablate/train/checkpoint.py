@@ -53,8 +53,12 @@ def _read(path: Path) -> dict[str, Any]:
 def _problem(exc: Exception) -> str:
     # torch's own texts run to paragraphs and, for weights_only refusals, suggest loading the
     # file unsafely; name the kind of failure instead.
+    import pickle
+
     if isinstance(exc, _NotACheckpoint):
         return str(exc)
+    if isinstance(exc, pickle.UnpicklingError):  # garbage, or objects beyond plain data
+        return f"corrupt, or holds more than tensors and plain data: {exc.__class__.__name__}"
     return f"corrupt or truncated: {exc.__class__.__name__}"
 
 

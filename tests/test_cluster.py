@@ -1,0 +1,338 @@
+"""Cluster runs: the runner files, and a study on a two-node Ray cluster on this machine.
+
+The runner files (``runners/``) are checked for what can be checked without a cluster: they
+parse, they run ``ablate run`` with the documented options, and the SLURM script's requeue trap
+works (its SLURM and Ray commands replaced by recording stand-ins).
+
+The cluster is Ray's ``cluster_utils.Cluster``: a head and a worker node, one CPU each, so two
+one-CPU trials run one per node. The study runs in a separate ``ablate run --address ...``
+process, as it would on a real cluster's head node, and logs through an MLflow tracking server
+started for the module. Mid-study the worker node is removed (its raylet and workers killed, as
+when a spot instance goes away): its trial must be retried on the head from its last
+checkpoint, and the study must complete with exactly one MLflow run per trial.
+
+Which node ran what is read from the GCS actor table: every Tune trial attempt is an actor
+whose process id Tune records in each result (``pid``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.studykit import (
+    assert_study_complete,
+    results,
+    start,
+    study_env,
+    trial_dirs,
+    trial_runs,
+    wait_for,
+    write_spec,
+)
+
+EPOCHS = 4  # long enough to remove a node between a trial's first checkpoint and its end
+STUDY = "cluster"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``mlflow server`` on 127.0.0.1 with a SQLite backend and proxied artifacts."""
+    directory = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    with open(directory / "server.log", "w") as log:
+        server = subprocess.Popen(
+            [mlflow, "server", "--backend-store-uri", f"sqlite:///{directory / 'db'}",
+             "--artifacts-destination", str(directory / "artifacts"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def answers() -> bool:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow server exited:\n{(directory / 'server.log').read_text()}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, None, 120, "the MLflow server to answer", interval=0.5)
+        yield uri
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@dataclass
+class NodeLossStudy:
+    """What happened in the study whose worker node was removed mid-trial."""
+
+    root: Path
+    tracking_uri: str
+    head: str  # node ids
+    worker: str
+    node_of_pid: dict[int, str]
+    results: dict[str, list[dict[str, Any]]]  # trial id -> every result Tune recorded
+    interrupted: str  # the trial that was running on the removed node
+    output: str
+
+
+@pytest.fixture(scope="module")
+def node_loss_study(tmp_path_factory: pytest.TempPathFactory,
+                    tracking_server: str) -> NodeLossStudy:
+    from ray.cluster_utils import Cluster
+
+    directory = tmp_path_factory.mktemp("cluster-study")
+    cache = tmp_path_factory.mktemp("cache")
+    # Raylets pass their environment to the trial workers: every node uses this cache.
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ABLATE_CACHE", str(cache))
+    patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        head_id, worker_id = cluster.head_node.node_id, worker.node_id
+
+        def node_of_pid() -> dict[int, str]:
+            table = cluster.global_state.actor_table(None)
+            return {a["Pid"]: a["Address"]["NodeID"] for a in table.values() if a["Pid"]}
+
+        spec = write_spec(directory, STUDY, epochs=EPOCHS, max_failures=3)
+        root = directory / "runs" / STUDY
+        driver = start(["run", str(spec), "--storage", str(directory / "runs"),
+                        "--tracking-uri", tracking_server, "--address", cluster.address],
+                       directory, study_env(cache))
+
+        def checkpointed_on_worker() -> str | None:
+            # A trial on the worker node that reported a checkpoint and has epochs to go.
+            nodes = node_of_pid()
+            for trial_dir in trial_dirs(root):
+                rows = results(trial_dir)
+                if (rows and rows[-1].get("checkpoint_dir_name") and rows[-1]["epoch"] < EPOCHS
+                        and nodes.get(rows[-1]["pid"]) == worker_id):
+                    return rows[-1]["trial_id"]
+            return None
+
+        interrupted = wait_for(checkpointed_on_worker, driver, 300,
+                               "a checkpointed trial on the worker node", interval=0.1)
+        cluster.remove_node(worker, allow_graceful=False)
+        driver.wait(timeout=600)
+        output = driver.output()
+        assert driver.proc.returncode == 0, output[-3000:]
+        return NodeLossStudy(root=root, tracking_uri=tracking_server, head=head_id,
+                             worker=worker_id, node_of_pid=node_of_pid(),
+                             results={results(d)[0]["trial_id"]: results(d)
+                                      for d in trial_dirs(root)},
+                             interrupted=interrupted, output=output)
+    finally:
+        cluster.shutdown()
+        patch.undo()
+
+
+@pytest.mark.slow
+def test_trials_run_on_both_nodes(node_loss_study: NodeLossStudy) -> None:
+    study = node_loss_study
+    first_nodes = {study.node_of_pid[rows[0]["pid"]] for rows in study.results.values()}
+    assert first_nodes == {study.head, study.worker}  # one trial per one-CPU node
+
+
+@pytest.mark.slow
+def test_trial_of_the_lost_node_resumes_from_its_checkpoint(
+        node_loss_study: NodeLossStudy) -> None:
+    study = node_loss_study
+    rows = study.results[study.interrupted]
+    nodes = [study.node_of_pid[r["pid"]] for r in rows]
+    before = [r for r, n in zip(rows, nodes, strict=True) if n == study.worker]
+    after = [r for r, n in zip(rows, nodes, strict=True) if n == study.head]
+    assert before and after and nodes == sorted(nodes, key=lambda n: n == study.head), nodes
+    # Tune's result.json keeps every attempt's results: the first on the worker from scratch,
+    # then the retry on the head, continuing after the last checkpointed epoch.
+    assert all(r["start_epoch"] == 0 for r in before)
+    assert after[0]["start_epoch"] == before[-1]["epoch"] > 0
+    assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
+    assert "done, 0 failed" in study.output
+
+
+@pytest.mark.slow
+def test_every_trial_has_one_finished_mlflow_run(node_loss_study: NodeLossStudy) -> None:
+    study = node_loss_study
+    assert_study_complete(study.tracking_uri, study.root, EPOCHS)
+    assert len(trial_runs(study.tracking_uri, STUDY)) == len(study.results) == 2
+
+
+# -- runner files ---------------------------------------------------------------------------
+
+RUNNERS = Path(__file__).resolve().parent.parent / "runners"
+SPEC = "search_spaces/como.yaml"
+
+
+def _fake_bin(directory: Path, scripts: dict[str, str]) -> Path:
+    """Executables that stand in for cluster tools; each may append to $RECORD."""
+    directory.mkdir()
+    for name, body in scripts.items():
+        path = directory / name
+        path.write_text("#!/bin/bash\n" + body)
+        path.chmod(0o755)
+    return directory
+
+
+def test_every_runner_is_documented() -> None:
+    readme = (RUNNERS / "README.md").read_text()
+    runners = sorted(p.name for p in RUNNERS.iterdir() if p.name != "README.md")
+    assert runners == ["cluster.yaml", "kuberay-rayjob.yaml", "ray_job_submit.sh",
+                       "slurm.sbatch"]
+    for name in runners:
+        assert f"`{name}`" in readme, name
+    assert readme.count("**Resume.**") == len(runners)
+
+
+def test_ray_job_submit_runs_ablate_on_the_cluster(tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    fakes = _fake_bin(tmp_path / "bin", {"ray": 'printf "%s\\n" "$@" > "$RECORD"\n'})
+    env = {**os.environ, "PATH": f"{fakes}:{os.environ['PATH']}", "RECORD": str(record),
+           "RAY_ADDRESS": "http://127.0.0.1:8265", "ABLATE_STORAGE": "s3://bucket/studies",
+           "ABLATE_TRACKING_URI": "http://mlflow:5000"}
+    result = subprocess.run([str(RUNNERS / "ray_job_submit.sh"), SPEC, "--quiet"],
+                            cwd=RUNNERS.parent, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    argv = record.read_text().splitlines()
+    assert argv[:5] == ["job", "submit", "--address", "http://127.0.0.1:8265", "--working-dir"]
+    assert argv[argv.index("--") + 1:] == [
+        "ablate", "run", SPEC, "--storage", "s3://bucket/studies", "--tracking-uri",
+        "http://mlflow:5000", "--quiet"]
+    excludes = json.loads(argv[argv.index("--runtime-env-json") + 1])["excludes"]
+    assert {"runs", "mlflow.db", "mlartifacts"} <= set(excludes)
+
+
+def test_ray_job_submit_needs_storage_and_tracking(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ABLATE_", "RAY_"))}
+    env["RAY_ADDRESS"] = "http://127.0.0.1:8265"
+    result = subprocess.run([str(RUNNERS / "ray_job_submit.sh"), SPEC], cwd=RUNNERS.parent,
+                            env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "ABLATE_STORAGE" in result.stderr
+
+
+def test_cluster_launcher_config() -> None:
+    import yaml
+
+    config = yaml.safe_load((RUNNERS / "cluster.yaml").read_text())
+    assert config["provider"]["type"] == "aws"
+    nodes = config["available_node_types"]
+    assert nodes[config["head_node_type"]]["resources"] == {"CPU": 0}
+    gpu = [n for n in nodes.values() if n["resources"].get("GPU")]
+    assert gpu and gpu[0]["node_config"]["InstanceType"] == "g5.xlarge"
+    setup = " ".join(config["setup_commands"])
+    assert "pip install -e ~/ablate" in setup
+    head = " ".join(config["head_start_ray_commands"])
+    assert "mlflow server --host 127.0.0.1" in head and "0.0.0.0" not in head
+    assert "--dashboard-host=127.0.0.1" in head
+    assert all("ablate" not in c for c in config["worker_start_ray_commands"])
+
+
+def test_kuberay_manifest_is_a_rayjob_running_ablate() -> None:
+    import yaml
+
+    documents = list(yaml.safe_load_all((RUNNERS / "kuberay-rayjob.yaml").read_text()))
+    job = next(d for d in documents if d["kind"] == "RayJob")
+    assert job["apiVersion"] == "ray.io/v1"
+    assert job["spec"]["entrypoint"].startswith(f"ablate run {SPEC} --storage /shared/")
+    cluster = job["spec"]["rayClusterSpec"]
+    pods = [cluster["headGroupSpec"]["template"]] + [
+        g["template"] for g in cluster["workerGroupSpecs"]]
+    claims = {v["persistentVolumeClaim"]["claimName"] for p in pods for v in p["spec"]["volumes"]}
+    mounts = {m["mountPath"] for p in pods for c in p["spec"]["containers"]
+              for m in c["volumeMounts"]}
+    assert mounts == {"/shared"} and len(claims) == 1
+    claim = next(d for d in documents if d["kind"] == "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] in claims
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_slurm_script_is_valid_bash_and_runs_ablate() -> None:
+    script = RUNNERS / "slurm.sbatch"
+    check = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    text = script.read_text()
+    assert 'ablate run "$SPEC" --storage "$STORAGE" --tracking-uri "$TRACKING_URI" ' \
+           '--address "$address"' in text
+    directives = [line.split()[1] for line in text.splitlines() if line.startswith("#SBATCH")]
+    assert "--requeue" in directives and "--signal=B:USR1@300" in directives
+
+
+def test_slurm_trap_requeues_and_the_same_command_runs_again(tmp_path: Path) -> None:
+    """USR1 near the time limit requeues the job; the restarted script (same environment, a
+    higher SLURM_RESTART_COUNT) runs exactly the same ``ablate run`` command."""
+    record = tmp_path / "record"
+    fakes = _fake_bin(tmp_path / "bin", {
+        # srun: drop its options, run the command (the Ray starts are recorded, not run)
+        "srun": 'while [[ $1 == -* ]]; do [[ $1 == -w ]] && shift; shift; done; exec "$@"\n',
+        "hostname": 'echo 127.0.0.1\n',
+        "scontrol": ('if [[ $1 == show ]]; then printf "node1\\nnode2\\n"; '
+                     'else echo "scontrol $*" >> "$RECORD"; fi\n'),
+        "ray": 'echo "ray $*" >> "$RECORD"\n',
+        # the driver: record, then run until the job is requeued or released (or 30 s)
+        "ablate": ('echo "ablate $*" >> "$RECORD"\n'
+                   'for _ in $(seq 300); do\n'
+                   '  grep -q "^scontrol requeue\\|^release" "$RECORD" && exit 0; sleep 0.1\n'
+                   'done; exit 3\n'),
+    })
+    env = {**os.environ, "PATH": f"{fakes}:{os.environ['PATH']}", "RECORD": str(record),
+           "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "node[1-2]",
+           "SLURM_CPUS_PER_TASK": "8", "SLURM_GPUS_PER_TASK": "1"}
+    env.pop("ABLATE_STORAGE", None)
+    env.pop("ABLATE_TRACKING_URI", None)
+
+    def ablate_lines() -> list[str]:
+        lines = record.read_text().splitlines() if record.exists() else []
+        return [line for line in lines if line.startswith("ablate ")]
+
+    commands = []
+    for restart in range(2):
+        job = subprocess.Popen(["bash", str(RUNNERS / "slurm.sbatch")], cwd=tmp_path,
+                               env={**env, "SLURM_RESTART_COUNT": str(restart)},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for(lambda n=restart: len(ablate_lines()) > n, None, 30, "the driver to start")
+        if restart == 0:
+            job.send_signal(signal.SIGUSR1)  # the time limit is near
+        else:
+            record.write_text(record.read_text() + "release\n")  # let the second driver end
+        output, _ = job.communicate(timeout=60)
+        assert job.returncode == 0, output
+        commands.append(ablate_lines()[restart])
+
+    port = 20000 + 4242 % 20000
+    assert commands[0] == commands[1] == (
+        f"ablate run {SPEC} --storage {tmp_path}/runs --tracking-uri "
+        f"sqlite:///{tmp_path}/mlflow.db --address 127.0.0.1:{port}")
+    lines = record.read_text().splitlines()
+    assert lines.count("scontrol requeue 4242") == 1
+    heads = [line for line in lines if line.startswith("ray start --head")]
+    assert len(heads) == 2 and f"--port={port}" in heads[0] and "--num-gpus=1" in heads[0]
+    assert [line for line in lines if line.startswith("ray start --address")] == [
+        f"ray start --address=127.0.0.1:{port} --num-cpus=8 --num-gpus=1 --block"] * 2
