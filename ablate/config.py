@@ -80,16 +80,14 @@ def _check_positive(obj: object, names: tuple[str, ...]) -> None:
 
 def _typed_options(cls: type, raw: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """Checks a mapping against a dataclass's fields: unknown keys and wrong types are errors."""
-    import difflib
+    from ablate.models.registry import closest, unknown_message
 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{prefix}.{key}: unknown option{hint} "
-                              f"Allowed: {', '.join(sorted(fields))}")
+            message = unknown_message("unknown option", sorted(fields), closest(str(key), fields))
+            raise ConfigError(f"{prefix}.{key}: {message}")
         expected = type(fields[key].default)
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):

@@ -16,29 +16,27 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import run_cli
+from tests.studykit import assert_study_complete, results, split_slow, trial_dirs, trial_runs
 
 SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
 SMOKE_KEYS = {f"{v}/seed{s}" for v in ("full", "clav=none", "como=none") for s in (0, 1)}
 pytestmark = pytest.mark.slow
 
 
-def child_runs(workdir: Path, study: str = "smoke") -> list:
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(study)
-    return client.search_runs([experiment.experiment_id], "tags.`ablate.role` = 'trial'")
+def child_runs(workdir: Path) -> list:
+    return trial_runs(f"sqlite:///{workdir / 'mlflow.db'}", "smoke")
 
 
 def assert_complete(workdir: Path, epochs: int = 3) -> None:
-    """Every planned trial has exactly one FINISHED run with one value per epoch."""
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    """Every planned trial has exactly one FINISHED run holding each epoch once (studykit), and
+    the smoke study's trials carry their artifacts and params."""
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    assert_study_complete(uri, workdir / "runs" / "smoke", epochs)
+    client = MlflowClient(uri)
     runs = child_runs(workdir)
-    keys = [r.data.tags["ablate.trial_key"] for r in runs]
-    assert sorted(keys) == sorted(SMOKE_KEYS)  # exactly one run per trial
+    assert sorted(r.data.tags["ablate.trial_key"] for r in runs) == sorted(SMOKE_KEYS)
     for run in runs:
-        assert run.info.status == "FINISHED", run.data.tags["ablate.trial_key"]
         assert 0.0 < run.data.metrics["auc"] <= 1.0 and 0.0 < run.data.metrics["ap"] <= 1.0
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "auc")]
-        assert sorted(steps) == list(range(1, epochs + 1))
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.yaml", "scores", "plots", "checkpoint"} <= artifacts
         assert run.data.tags["mlflow.parentRunId"]
@@ -47,13 +45,8 @@ def assert_complete(workdir: Path, epochs: int = 3) -> None:
 
 def trial_results(workdir: Path) -> dict[str, list[dict]]:
     """Every result each trial reported to Tune, from its result.json, by trial key."""
-    out = {}
-    for result_file in (workdir / "runs" / "smoke" / "tune").glob("*/result.json"):
-        rows = [json.loads(line) for line in result_file.read_text().splitlines() if line]
-        if rows:
-            params = json.loads((result_file.parent / "params.json").read_text())
-            out[params["trial_key"]] = rows
-    return out
+    return {rows[0]["config"]["trial_key"]: rows
+            for rows in map(results, trial_dirs(workdir / "runs" / "smoke")) if rows}
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +105,17 @@ def test_changed_spec_is_refused(smoke_study: tuple[Path, str]) -> None:
     assert "was created from a different spec" in lines[0] and "--name NEW_NAME" in lines[0]
 
 
-def _session_processes(session_id: int) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "sid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.split(None, 1)[0] == str(session_id)]
+def _session_processes(session_id: int) -> dict[int, str]:
+    """pid -> command line of the processes in a session (they outlive their parent, so the
+    killed driver's descendants cannot be found through it any more)."""
+    out = subprocess.run(["ps", "-eo", "sid=,pid=,args="], capture_output=True,
+                         text=True).stdout
+    processes = {}
+    for line in out.splitlines():
+        sid, pid, *args = line.split(None, 2)
+        if sid == str(session_id):
+            processes[int(pid)] = args[0] if args else ""
+    return processes
 
 
 def test_sigkill_mid_study_then_the_same_command_completes(tmp_path: Path) -> None:
@@ -148,7 +149,7 @@ def test_sigkill_mid_study_then_the_same_command_completes(tmp_path: Path) -> No
     # Ray's core processes and trial workers share the driver's fate (they run in the driver's
     # session). Ray's per-node agents wait on the dead GCS and linger: reap them here.
     time.sleep(5)
-    core = [p for p in _session_processes(driver.pid) if "Agent" not in p]
+    core, _ = split_slow(_session_processes(driver.pid))
     with contextlib.suppress(ProcessLookupError):
         os.killpg(driver.pid, signal.SIGKILL)
     assert not core, f"Ray processes outlived the killed driver: {core}"

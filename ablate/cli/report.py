@@ -33,10 +33,11 @@ def _check_name(study: str) -> None:
 
 def _check_store(uri: str) -> None:
     """A SQLite store must exist: MLflow would create an empty one, leaving a stray file."""
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
-        if not db.is_file():
-            raise AblateError(NO_STORE.format(path=db))
+    from ablate.study.tracking import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise AblateError(NO_STORE.format(path=db))
 
 
 def _echo_table(report) -> None:

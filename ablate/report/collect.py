@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ablate.errors import AblateError
+from ablate.study.tracking import search_all_runs
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -178,17 +179,6 @@ class StudyRuns:
         return out
 
 
-def _search_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], filter_string, max_results=1000,
-                                  page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def _trial_run(run: Any) -> TrialRun:
     tags = run.data.tags
     key = tags.get("ablate.trial_key", run.info.run_id)
@@ -248,13 +238,13 @@ def collect(client: MlflowClient, study: str, storage: str) -> StudyRuns:
     if experiment.lifecycle_stage == "deleted":
         raise AblateError(DELETED_EXPERIMENT.format(study=study))
     eid = experiment.experiment_id
-    parents = _search_runs(client, eid, "tags.`ablate.role` = 'study'")
+    parents = search_all_runs(client, eid, "tags.`ablate.role` = 'study'")
     if not parents:
         raise AblateError(NO_PARENT.format(study=study))
     # The tracker reuses the first study run it finds; search order is newest first, so the
     # oldest is the one every resume wrote to.
     parent = min(parents, key=lambda r: r.info.start_time or 0)
-    children = _search_runs(
+    children = search_all_runs(
         client, eid, f"tags.`ablate.role` = 'trial' and tags.`ablate.study` = '{study}'")
     notes: list[str] = []
     record = _record(storage, study, parent.data.tags.get("ablate.spec_hash"), notes)

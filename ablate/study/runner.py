@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from ray.tune import Callback
 
+from ablate.config import TrialConfig
 from ablate.errors import AblateError
 from ablate.study.plan import PlannedTrial, expand
 from ablate.study.spec import StudySpec
@@ -79,6 +80,7 @@ class StudyContext:
     frames_per_snippet: int
     total: int
     rows: dict[str, TrialRow] = field(default_factory=dict)
+    run_ids: dict[str, str] = field(default_factory=dict)  # Tune trial id -> MLflow run id
     last_progress: float = 0.0
     quiet: bool = False
 
@@ -88,14 +90,21 @@ class StudyContext:
             self.rows[trial.trial_id] = TrialRow(key, variant, seed)
         return self.rows[trial.trial_id]
 
-    def run_id(self, trial_id: str, config: dict[str, Any]) -> str:
+    def trial_config(self, config: dict[str, Any]) -> TrialConfig:
+        """The resolved trial config of a Tune trial ``config``."""
         from ablate.config import resolve_trial_config
         from ablate.study.trainable import trial_raw_config
 
-        key, variant, seed = trial_identity(config, self.plan, trial_id)
         raw, _, _ = trial_raw_config(config, self.plan)
-        params = resolve_trial_config(raw).to_dict()
-        return self.tracker.child(trial_id, key, variant, seed, params)
+        return resolve_trial_config(raw)
+
+    def run_id(self, trial_id: str, config: dict[str, Any]) -> str:
+        """The trial's MLflow child run, found or created once per driver."""
+        if trial_id not in self.run_ids:
+            key, variant, seed = trial_identity(config, self.plan, trial_id)
+            self.run_ids[trial_id] = self.tracker.child(
+                trial_id, key, variant, seed, self.trial_config(config).to_dict())
+        return self.run_ids[trial_id]
 
     def progress(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -128,11 +137,8 @@ def trial_identity(config: dict[str, Any], plan: dict[str, Any],
     """(trial key, variant, seed) of a Tune trial config."""
     from ablate.study.trainable import trial_raw_config
 
-    if "trial_key" in config:
-        entry = plan["trials"][config["trial_key"]]
-        return config["trial_key"], entry["variant"], entry["seed"]
-    _, _, seed = trial_raw_config(config, plan)
-    return f"search/{trial_id}", "search", seed
+    _, variant, seed = trial_raw_config(config, plan)
+    return config.get("trial_key", f"search/{trial_id}"), variant, seed
 
 
 class StudyCallback(Callback):
@@ -208,7 +214,7 @@ def finalize_trial(ctx: StudyContext, trial_id: str, config: dict[str, Any],
         final_dir = Path(scratch) / "checkpoint"
         final_dir.mkdir()
         (final_dir / "checkpoint.pt").symlink_to(ckpt / "checkpoint.pt")
-        epochs_planned = _planned_epochs(config, ctx.plan)
+        epochs_planned = ctx.trial_config(config).train.epochs
         last = history[-1]["epoch"] if history else 0
         ctx.tracker.finish(
             run_id,
@@ -216,14 +222,6 @@ def finalize_trial(ctx: StudyContext, trial_id: str, config: dict[str, Any],
              "checkpoint": final_dir},
             tags={"ablate.final_epoch": str(last),
                   "ablate.stopped_early": str(last < epochs_planned).lower()})
-
-
-def _planned_epochs(config: dict[str, Any], plan: dict[str, Any]) -> int:
-    from ablate.config import resolve_trial_config
-    from ablate.study.trainable import trial_raw_config
-
-    raw, _, _ = trial_raw_config(config, plan)
-    return resolve_trial_config(raw).train.epochs
 
 
 def write_roc_pr_plot(scores_file: Path, gt: Any, frames_per_snippet: int, out: Path,

@@ -149,14 +149,12 @@ def _choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
 
 
 def _only_keys(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> None:
-    import difflib
+    from ablate.models.registry import closest, unknown_message
 
     for k in raw:
         if k not in allowed:
-            close = difflib.get_close_matches(str(k), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
             prefix = f"{key}.{k}" if key else str(k)
-            raise _err(prefix, f"unknown key{hint} Allowed: {', '.join(allowed)}")
+            raise _err(prefix, unknown_message("unknown key", allowed, closest(str(k), allowed)))
 
 
 def _seeds(raw: Any) -> tuple[int, ...]:

@@ -33,15 +33,31 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EPOCH_METRICS = ("auc", "ap", "ap_sklearn", "loss")
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI, None for other stores."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:
+    """Every run of an experiment matching ``filter_string``, across result pages."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def resolve_tracking_uri(uri: str | None) -> str:
     """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else SQLite in the working directory.
 
     Relative SQLite paths are made absolute so Ray workers and later commands agree.
     """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
-    return uri
+    db = sqlite_path(uri)
+    return uri if db is None else "sqlite:///" + str(db.resolve())
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -69,8 +85,8 @@ def connect(uri: str) -> MlflowClient:
         # Fail in seconds, not after MLflow's default minutes of retries.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    if parsed.scheme == "sqlite":
-        db = Path(uri[len("sqlite:///"):])
+    db = sqlite_path(uri)
+    if db is not None:
         if not db.parent.is_dir():
             raise AblateError(f"tracking store {uri}: directory {db.parent} does not exist")
         if not os.access(db.parent, os.W_OK):
@@ -105,14 +121,7 @@ class StudyTracker:
         self._logged_steps: dict[str, set[int]] = {}
 
     def _search(self, filter_string: str) -> list[Any]:
-        runs, token = [], None
-        while True:
-            page = self.client.search_runs([self.experiment_id], filter_string,
-                                           max_results=1000, page_token=token)
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        return search_all_runs(self.client, self.experiment_id, filter_string)
 
     def _experiment(self) -> str:
         existing = self.client.get_experiment_by_name(self.study)
@@ -122,9 +131,9 @@ class StudyTracker:
                                   f"(mlflow experiments restore) or choose another --name")
             return existing.experiment_id
         location = None
-        uri = self.client.tracking_uri
-        if uri.startswith("sqlite:///"):  # artifacts beside the database, not in the cwd
-            location = str(Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / self.study)
+        db = sqlite_path(self.client.tracking_uri)
+        if db is not None:  # artifacts beside the database, not in the cwd
+            location = str(db.parent / "mlartifacts" / self.study)
         return self.client.create_experiment(self.study, artifact_location=location,
                                              tags={"ablate.study": self.study})
 
