@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, closest, unknown_message
 
 TOP_LEVEL_KEYS = ("model", "loss", "train", "seed")
+
+# The range of every numeric training option: (low, high, low excluded). Outside it a trial
+# cannot train (a NaN or zero learning rate, negative decay) or cannot finish (1e9 epochs).
+TRAIN_RANGES: dict[str, tuple[float, float, bool]] = {
+    "epochs": (1, 100_000, False),
+    "batch_size": (2, 65_536, False),
+    "lr": (0.0, 1.0, True),
+    "weight_decay": (0.0, 1.0, False),
+    "segments": (1, 65_536, False),
+    "eval_every": (1, 100_000, False),
+    "threads": (0, 1_024, False),
+}
 
 
 @dataclass(frozen=True)
@@ -25,36 +38,41 @@ class TrainOptions:
     """Optimisation options of one trial.
 
     Args:
-        epochs: Passes over the abnormal training videos; the test split is evaluated after each.
-        batch_size: Videos per step, half normal and half abnormal (must be even).
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        epochs: Passes over the abnormal training videos; validation and test are evaluated after
+            each.
+        batch_size: Videos per step, half normal and half abnormal (must be even); RTFM's 32 + 32.
+        lr: Adam learning rate (RTFM's).
+        weight_decay: Adam weight decay (RTFM's).
         segments: Segments each training video is resampled to (the field uses 32).
+        val_fraction: Share of each label's train videos held out as the validation split that
+            searches and early stopping select on (video-level labels only); 0 disables it.
+        eval_every: Score the test split every this many epochs, and always after the last
+            (validation is scored every epoch).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         amp: Mixed precision on CUDA (bfloat16); ignored on CPU.
         threads: CPU threads for torch; 0 picks the cores Ray or the machine grants.
     """
 
-    epochs: int = 15
-    batch_size: int = 32
+    epochs: int = 20
+    batch_size: int = 64
     lr: float = 1e-3
-    weight_decay: float = 5e-4
+    weight_decay: float = 5e-3
     segments: int = 32
+    val_fraction: float = 0.1
+    eval_every: int = 5
     device: str = "auto"
     amp: bool = True
     threads: int = 0
 
     def __post_init__(self) -> None:
-        _check_positive(self, ("epochs", "batch_size", "segments"))
+        _check_ranges(self, TRAIN_RANGES)
         if self.batch_size % 2:
             raise ConfigError(f"train.batch_size: must be even (half normal, half abnormal), "
                               f"got {self.batch_size}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr: must be > 0, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"train.val_fraction: must be in [0, 1), got {self.val_fraction}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device: expected one of auto, cpu, cuda, got {self.device!r}")
-        if self.threads < 0:
-            raise ConfigError(f"train.threads: must be >= 0, got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -71,17 +89,19 @@ class TrialConfig:
                 "train": dataclasses.asdict(self.train), "seed": self.seed}
 
 
-def _check_positive(obj: object, names: tuple[str, ...]) -> None:
-    for name in names:
+def _check_ranges(obj: object, ranges: Mapping[str, tuple[float, float, bool]]) -> None:
+    """Each named field within its range; NaN is in none."""
+    for name, (low, high, open_low) in ranges.items():
         value = getattr(obj, name)
-        if value < 1:
-            raise ConfigError(f"train.{name}: must be >= 1, got {value}")
+        inside = (low < value if open_low else low <= value) and value <= high
+        if not inside:  # also NaN, which compares false to everything
+            bracket = "(" if open_low else "["
+            raise ConfigError(f"train.{name}: must be in {bracket}{low:g}, {high:g}], "
+                              f"got {value!r}")
 
 
 def _typed_options(cls: type, raw: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """Checks a mapping against a dataclass's fields: unknown keys and wrong types are errors."""
-    from ablate.models.registry import closest, unknown_message
-
     fields = {f.name: f for f in dataclasses.fields(cls)}
     out: dict[str, Any] = {}
     for key, value in raw.items():
@@ -95,6 +115,8 @@ def _typed_options(cls: type, raw: Mapping[str, Any], prefix: str) -> dict[str, 
         if not ok:
             raise ConfigError(f"{prefix}.{key}: expected {expected.__name__}, "
                               f"got {type(value).__name__} ({value!r})")
+        if expected is float and not math.isfinite(value):
+            raise ConfigError(f"{prefix}.{key}: expected a finite number, got {value!r}")
         out[key] = value
     return out
 
@@ -150,6 +172,21 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
     return out
 
 
+def yaml_float(value: Any) -> Any:
+    """Read a YAML scalar the way a number in scientific notation is meant: as a float.
+
+    YAML 1.1 (PyYAML) reads ``1e-3`` as a string: its floats need a dot and a signed exponent.
+    A string with a dot or an exponent that Python parses as a float becomes that float; every
+    other value is returned unchanged (``inf`` and ``nan`` stay strings).
+    """
+    if isinstance(value, str) and any(c in value for c in "eE."):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def parse_set_option(item: str) -> tuple[str, Any]:
     """Parses ``key=value`` from ``--set``; the value is read as YAML (``[a, b]``, ``1e-3``)."""
     import yaml
@@ -162,12 +199,7 @@ def parse_set_option(item: str) -> tuple[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item}: value is not valid YAML "
                           f"({exc.__class__.__name__})") from None
-    if isinstance(value, str):
-        try:  # YAML reads 1e-3 as a string; numbers in scientific notation are meant as floats
-            value = float(value) if any(c in value for c in "eE.") else value
-        except ValueError:
-            pass
-    return key, value
+    return key, yaml_float(value)
 
 
 def load_raw_config(config_or_preset: str) -> dict[str, Any]:
@@ -188,7 +220,17 @@ def read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte "
+                          f"0x{exc.object[exc.start]:02x}); save the file as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -1,6 +1,13 @@
-"""Errors a user is expected to see: the CLI prints them as one line and exits non-zero."""
+"""Errors a user is expected to see: the CLI prints them as one line and exits non-zero.
+
+The helpers at the end format the one kind of message every layer needs, an unknown name: the
+closest known name when one is close, then the allowed ones.
+"""
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
 
 
 class AblateError(Exception):
@@ -24,3 +31,20 @@ class DataError(AblateError):
 
 class ConfigError(AblateError):
     """A model, trial or study configuration is invalid; the message names the key."""
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """Return the candidate closest to a misspelt ``name``, or None when nothing is close."""
+    matches = difflib.get_close_matches(name, list(candidates), n=1)
+    return matches[0] if matches else None
+
+
+def unknown_message(what: str, allowed: Sequence[str], suggestion: str | None) -> str:
+    """Format the tail of an "unknown X" error: a suggestion when one is close, then the list.
+
+    ``unknown slot; allowed: a, b`` or ``unknown slot; did you mean 'a'? Allowed: a, b``.
+    """
+    listed = ", ".join(allowed)
+    if suggestion is None:
+        return f"{what}; allowed: {listed}"
+    return f"{what}; did you mean '{suggestion}'? Allowed: {listed}"

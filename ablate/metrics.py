@@ -20,6 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+METRICS = ("auc", "ap", "ap_sklearn")
+"""The metrics :func:`evaluate` returns; a study ranks its trials by one of them."""
+
+EPOCH_METRICS = (*METRICS, "loss")
+"""What a trial logs after every epoch: the metrics and the mean training loss."""
+
+METRIC_LABELS = dict(zip(METRICS, ("AUC", "AP", "AP (sklearn)"), strict=True))
+"""How reports and plots name each metric."""
+
 LENGTH_MISMATCH = (
     "frame ground truth has {gt} frames but the scores cover {frames} frames "
     "({snippets} snippets x {fps} frames per snippet)"
@@ -68,7 +77,7 @@ def evaluate(snippet_scores: Sequence[np.ndarray], frame_gt: np.ndarray,
         frames_per_snippet: Frames covered by one snippet (16 for I3D features).
 
     Returns:
-        ``{"auc", "ap", "ap_sklearn"}`` as floats.
+        One float per name in :data:`METRICS`.
 
     Raises:
         ValueError: The ground truth length differs from the frames the scores cover (the
@@ -95,3 +104,43 @@ def curves(snippet_scores: Sequence[np.ndarray], frame_gt: np.ndarray,
     fpr, tpr, _ = roc_curve(gt, pred)
     precision, recall, _ = precision_recall_curve(gt, pred)
     return Curves(fpr=fpr, tpr=tpr, precision=precision, recall=recall)
+
+
+VALIDATION_METRICS = ("val_auc", "val_ap")
+"""Video-level metrics on the validation split: what searches and early stopping select on."""
+
+
+def evaluate_videos(video_scores: Sequence[float], labels: Sequence[int],
+                    prefix: str = "") -> dict[str, float]:
+    """Video-level AUC and AP (the field's ``auc(recall, precision)``) of one score per video.
+
+    Weakly-supervised data has video labels only outside test, so this is the metric a
+    validation split carved from the train videos supports.
+
+    Raises:
+        ValueError: The lengths differ, a score is not finite, or a class is missing.
+    """
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+    pred = np.asarray(video_scores, dtype=np.float64)
+    gt = np.asarray(labels)
+    if pred.shape != gt.shape:
+        raise ValueError(f"{len(gt)} video labels but {len(pred)} video scores")
+    if not np.isfinite(pred).all():
+        raise ValueError("video scores contain NaN or Inf")
+    if len(np.unique(gt)) < 2:
+        raise ValueError("video-level metrics need normal and abnormal videos")
+    fpr, tpr, _ = roc_curve(gt, pred)
+    precision, recall, _ = precision_recall_curve(gt, pred)
+    return {f"{prefix}auc": float(auc(fpr, tpr)), f"{prefix}ap": float(auc(recall, precision))}
+
+
+DIAGNOSTIC_PREFIXES = ("gate_", "como.")
+"""Per-epoch diagnostics a trial also reports: CLAV's mean gate on abnormal and normal test
+snippets (``gate_abnormal``, ``gate_normal``), CoMo's attention temperature and entropy per
+relation (``como.context_motion.entropy``)."""
+
+
+def is_tracked(key: str) -> bool:
+    """Whether a trial's per-epoch result key is a metric or diagnostic that tracking records."""
+    return key in EPOCH_METRICS or key in VALIDATION_METRICS or key.startswith(DIAGNOSTIC_PREFIXES)

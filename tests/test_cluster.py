@@ -183,6 +183,147 @@ def test_every_trial_has_one_finished_mlflow_run(node_loss_study: NodeLossStudy)
     study = node_loss_study
     assert_study_complete(study.tracking_uri, study.root, EPOCHS)
     assert len(trial_runs(study.tracking_uri, STUDY)) == len(study.results) == 2
+    assert "View run" not in study.output  # MLflow's links for every closed run on HTTP
+
+
+# -- a cluster started with `ray start`, as users and the runners start one ----------------
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _session_processes(sid: int) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "sid=,pid="], capture_output=True, text=True).stdout
+    return [int(pid) for s, pid in (line.split() for line in out.splitlines()) if s == str(sid)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _end_session(leader: subprocess.Popen) -> None:
+    """Stops every process of the session ``leader`` started (Ray's head, workers, raylets)."""
+    import time
+
+    try:
+        os.killpg(leader.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _session_processes(leader.pid):
+        time.sleep(0.5)
+    for pid in _session_processes(leader.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    leader.wait(timeout=30)
+
+
+def _token_home(directory: Path) -> Path:
+    """A home with a Ray token, as on any machine that ever ran a local Ray (~/.ray/auth_token):
+    `ray start --head` then turns token authentication on."""
+    import secrets
+
+    home = directory / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    return home
+
+
+def _cluster_env(home: Path, cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in study_env(cache).items() if not k.startswith("RAY_AUTH")}
+    return {**env, "HOME": str(home), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+
+
+@pytest.mark.slow
+def test_run_attaches_to_a_ray_start_cluster_with_its_token(tmp_path: Path) -> None:
+    """`ray start --head`, then `ablate run --address 127.0.0.1:PORT`: the driver sends the
+    cluster's token (Ray 2.60 checks one) without being told to."""
+    import tempfile
+
+    env = _cluster_env(_token_home(tmp_path), tmp_path / "cache")
+    port = _free_port()
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # socket paths must stay short
+    with open(tmp_path / "head.log", "w") as log:
+        head = subprocess.Popen(
+            [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+             "--num-cpus=2", "--num-gpus=0", f"--temp-dir={ray_tmp}",
+             "--include-dashboard=false", "--disable-usage-stats", "--block"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    try:
+        wait_for(lambda: "--block" in (tmp_path / "head.log").read_text(), None, 120,
+                 "the Ray head to start", interval=0.5)
+        assert "Token authentication is enabled" in (tmp_path / "head.log").read_text()
+        spec = write_spec(tmp_path, "attach", epochs=2)
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        driver = start(["run", str(spec), "--address", f"127.0.0.1:{port}", "--storage",
+                        str(tmp_path / "runs"), "--tracking-uri", uri, "--quiet"],
+                       tmp_path, env)
+        status = driver.wait(timeout=600)
+        assert status == 0, driver.output()[-3000:]
+        assert "study 'attach': 2/2 trials done, 0 failed" in driver.output()
+        assert_study_complete(uri, tmp_path / "runs" / "attach", 2)
+    finally:
+        _end_session(head)
+        subprocess.run(["rm", "-rf", ray_tmp], check=False)
+
+
+def _free_job_id() -> int:
+    """A SLURM job id whose Ray port (slurm.sbatch: 20000 + id % 20000) is free here."""
+    import random
+
+    for _ in range(100):
+        job = random.randrange(1000, 20000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", 20000 + job))
+            except OSError:
+                continue
+        return job
+    pytest.skip("no free port in 20000-39999")
+
+
+@pytest.mark.slow
+def test_slurm_script_runs_a_study_on_real_ray_nodes(tmp_path: Path) -> None:
+    """slurm.sbatch with its SLURM commands replaced (srun runs its command here) but real
+    `ray start` head and worker nodes and a real `ablate run`: everything agrees on the job's
+    token, on a machine whose own ~/.ray/auth_token would otherwise turn authentication on."""
+    fakes = _fake_bin(tmp_path / "bin", {
+        "srun": 'while [[ $1 == -* ]]; do [[ $1 == -w ]] && shift; shift; done; exec "$@"\n',
+        "hostname": 'echo 127.0.0.1\n',
+        "scontrol": 'if [[ $1 == show ]]; then printf "node1\\nnode2\\n"; fi\n',
+    })
+    spec = write_spec(tmp_path, "slurmjob", epochs=2)
+    job = _free_job_id()
+    env = {**_cluster_env(_token_home(tmp_path), tmp_path / "cache"),
+           "PATH": f"{fakes}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "SPEC": str(spec), "SLURM_JOB_ID": str(job), "SLURM_JOB_NODELIST": "node[1-2]",
+           "SLURM_CPUS_PER_TASK": "1", "SLURM_GPUS_PER_TASK": "0"}
+    env.pop("ABLATE_STORAGE", None)
+    env.pop("ABLATE_TRACKING_URI", None)
+    with open(tmp_path / "job.out", "w") as out:
+        script = subprocess.Popen(["bash", str(RUNNERS / "slurm.sbatch")], cwd=tmp_path,
+                                  env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        status = script.wait(timeout=600)
+        output = (tmp_path / "job.out").read_text()
+        assert status == 0, output[-4000:]
+        # Both nodes joined: the head's raylet and the worker's (a worker refused for want of
+        # the token exits, and the study would still finish on the head alone).
+        raylets = [pid for pid in _session_processes(script.pid)
+                   if "raylet/raylet" in _cmdline(pid)]
+        assert len(raylets) == 2, output[-4000:]
+        assert "study 'slurmjob': 2/2 trials done, 0 failed" in output
+        assert_study_complete(f"sqlite:///{tmp_path / 'mlflow.db'}",
+                              tmp_path / "runs" / "slurmjob", 2)
+    finally:
+        _end_session(script)
+        subprocess.run(["rm", "-rf", f"/tmp/ray-{job}"], check=False)
 
 
 # -- runner files ---------------------------------------------------------------------------
@@ -335,4 +476,5 @@ def test_slurm_trap_requeues_and_the_same_command_runs_again(tmp_path: Path) -> 
     heads = [line for line in lines if line.startswith("ray start --head")]
     assert len(heads) == 2 and f"--port={port}" in heads[0] and "--num-gpus=1" in heads[0]
     assert [line for line in lines if line.startswith("ray start --address")] == [
-        f"ray start --address=127.0.0.1:{port} --num-cpus=8 --num-gpus=1 --block"] * 2
+        f"ray start --address=127.0.0.1:{port} --temp-dir=/tmp/ray-4242 --num-cpus=8 "
+        f"--num-gpus=1 --block"] * 2

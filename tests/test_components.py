@@ -182,7 +182,7 @@ def test_objective_parts_name_the_active_terms() -> None:
     x = torch.randn(B, T, D)
     full = build_model(None, in_dim=D)
     _, parts = build_objective(None, full)(full(x), LABELS)
-    assert set(parts) == {"mil", "rd", "total"}
+    assert set(parts) == {"mil", "rd", "gate", "total"}
 
     baseline = build_model({"clav": NONE, "como": NONE}, in_dim=D)
     _, parts = build_objective(FULL_LOSS, baseline)(baseline(x), LABELS)
@@ -203,3 +203,52 @@ def test_input_width_is_checked() -> None:
     model = build_model(None, in_dim=D)
     with pytest.raises(ValueError, match=r"expected input \(B, T, 16\), got \(2, 8, 4\)"):
         model(torch.randn(2, 8, 4))
+
+
+def test_relation_table_names_what_each_relation_reads() -> None:
+    from ablate.models.como import RELATIONS
+
+    assert set(RELATIONS) == {"temporal", "context", "motion", "context_motion"}
+    assert RELATIONS["motion"].reads == {"motion"}  # never the scene
+    assert RELATIONS["context_motion"].reads >= {"context", "motion"}
+
+
+def test_interrelation_output_depends_on_the_interaction_of_context_and_motion() -> None:
+    """The mixed second difference f(c1, m1) - f(c1, m2) - f(c2, m1) + f(c2, m2) is zero for any
+    branch that is a sum of a context term and a motion term; the interrelation's is not."""
+    from ablate.models.como import Inputs
+
+    torch.manual_seed(0)
+    model = build_model({"clav": NONE, "como": {"type": "como", "relations": ["context_motion"],
+                                                 "layer_norm": False}}, in_dim=D)
+    branch = model.como.branches["context_motion"].eval()
+    torch.nn.init.normal_(branch.gamma.weight, std=0.5)  # a trained-size modulation
+    d = model.como.d
+    h = torch.randn(1, T, model.embed.out_dim)
+    c1, c2 = torch.randn(1, T, d), torch.randn(1, T, d)
+    m1, m2 = torch.randn(1, T, d), torch.randn(1, T, d)
+
+    def f(c: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return branch(Inputs(h, c, m))[0]
+
+    mixed = f(c1, m1) - f(c1, m2) - f(c2, m1) + f(c2, m2)
+    assert mixed.norm() > 0.1 * f(c1, m1).norm()
+
+    context_only = build_model({"clav": NONE, "como": {"type": "como", "relations": ["context"]}},
+                               in_dim=D).como.branches["context"].eval()
+    with torch.no_grad():
+        assert torch.equal(context_only(Inputs(h, c1, m1))[0], context_only(Inputs(h, c1, m2))[0])
+
+
+def test_como_reports_attention_diagnostics_in_eval_mode() -> None:
+    torch.manual_seed(0)
+    model = build_model(None, in_dim=D).eval()
+    with torch.no_grad():
+        model(torch.randn(1, T, D))
+    stats = model.como.diagnostics()
+    for relation in ("context", "motion", "context_motion"):
+        assert 0 < stats[f"como.{relation}.entropy"] <= 1
+        assert stats[f"como.{relation}.temperature"] == pytest.approx(1.0)
+    assert "como.temporal.entropy" not in stats  # a fixed graph, not attention
+    assert model.como.diagnostics() == {k: v for k, v in stats.items() if "temperature" in k}

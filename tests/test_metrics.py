@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
-from ablate.metrics import curves, evaluate
+from ablate.metrics import METRICS, curves, evaluate
 
 
 def _reference(scores: list[np.ndarray], gt: np.ndarray) -> dict[str, float]:
@@ -24,7 +24,8 @@ def test_evaluate_matches_reference(seed: int) -> None:
     gt = (rng.random(16 * lengths.sum()) < 0.3).astype(np.int64)
     got = evaluate(scores, gt)
     ref = _reference(scores, gt)
-    for key in ("auc", "ap", "ap_sklearn"):
+    assert tuple(got) == METRICS
+    for key in METRICS:
         assert abs(got[key] - ref[key]) < 1e-9, key
     # The field's AP and sklearn's are different estimators; both must be recorded.
     assert got["ap"] != got["ap_sklearn"]

@@ -66,6 +66,15 @@ def test_register_as_decorator_and_as_call(registry: Registry) -> None:
     assert list(registry) == [("block", "a"), ("block", "b"), ("block", "none")]
 
 
+def test_build_passes_the_callers_arguments_then_the_options(registry: Registry) -> None:
+    registry.register("block", "linear", nn.Linear)
+    layer = registry.build("block", {"type": "linear", "bias": False}, 4, out_features=2)
+    assert isinstance(layer, nn.Linear) and layer.in_features == 4 and layer.bias is None
+    assert registry.build("block", {"type": "none"}, 4) is None
+    with pytest.raises(ConfigError, match="^model.block.type: unknown component 'linaer'"):
+        registry.build("block", {"type": "linaer"}, 4)
+
+
 def test_register_refuses_duplicates_reserved_names_and_unknown_slots(registry: Registry) -> None:
     registry.register("block", "a", nn.Identity)
     with pytest.raises(ValueError, match="'a' is already registered in slot 'block'"):
@@ -212,7 +221,7 @@ def test_loss_spec_errors() -> None:
     )
     assert _error({"rd_wieght": 0.1}, loss=True) == (
         "loss.rd_wieght: unknown key; did you mean 'rd_weight'? "
-        "Allowed: magnitude, mil, rd_weight, smooth_weight, sparse_weight"
+        "Allowed: gate_weight, magnitude, mil, rd_weight, smooth_weight, sparse_weight"
     )
     assert _error({"mil": {"type": "topk_bce", "k": "4"}}, loss=True) == (
         "loss.mil.k: expected int, got str ('4')"
@@ -228,7 +237,7 @@ def test_loss_spec_errors() -> None:
 def test_resolve_fills_defaults_and_is_idempotent() -> None:
     spec = resolve_model_spec({"como": {"type": "como", "fusion": "sum"}})
     assert list(spec) == ["embed", "clav", "como", "head"]
-    assert spec["embed"] == {"type": "mlp", "hidden": 128, "dropout": 0.3}
+    assert spec["embed"] == {"type": "mlp", "hidden": 64, "dropout": 0.3}
     assert spec["como"]["fusion"] == "sum"
     assert spec["como"]["relations"] == ["temporal", "context", "motion", "context_motion"]
     assert resolve_model_spec(spec) == spec
@@ -239,6 +248,7 @@ def test_resolve_fills_defaults_and_is_idempotent() -> None:
         "mil": {"type": "topk_bce", "k": 8, "weight": 1.0},
         "magnitude": {"type": "none"},
         "rd_weight": 0.1,
+        "gate_weight": 0.5,
         "smooth_weight": 0.0,
         "sparse_weight": 0.0,
     }

@@ -84,6 +84,7 @@ def write_study(env: Env, name: str, trials: list[Trial], *, planned: list[str] 
                 search: dict[str, Any] | None = None, record: bool = True,
                 base_name: str = "full") -> None:
     """A study as ``ablate run`` leaves it: parent run, child runs, study.json."""
+    from ablate.study.identity import TrialIdentity
     from ablate.study.storage import StudyDir
     from ablate.study.tracking import StudyTracker, connect
 
@@ -95,7 +96,8 @@ def write_study(env: Env, name: str, trials: list[Trial], *, planned: list[str] 
     scratch = env.root / "scratch"
     scratch.mkdir(exist_ok=True)
     for i, t in enumerate(trials):
-        run_id = tracker.child(f"{name}_{i:05d}", t.key, t.variant, t.seed,
+        run_id = tracker.child(TrialIdentity(t.key, t.variant, t.seed, f"config{i}"),
+                               f"{name}_{i:05d}",
                                {**(t.params or {"model": {"variant": t.variant}}),
                                 "seed": t.seed})
         # Rising curves that end at the chosen final values.
@@ -103,9 +105,10 @@ def write_study(env: Env, name: str, trials: list[Trial], *, planned: list[str] 
             {"epoch": e, "auc": t.auc - 0.02 * (t.epochs - e), "ap": t.ap - 0.02 * (t.epochs - e),
              "loss": 1.0 / e} for e in range(1, t.epochs + 1)])
         if t.status == "FINISHED":
+            longest = max(u.epochs for u in trials)  # a scheduler stopped the shorter ones
             tracker.finish(run_id, {"scores": _scores_file(scratch / run_id, t.seed)},
                            tags={"ablate.final_epoch": str(t.epochs),
-                                 "ablate.stopped_early": "false"})
+                                 "ablate.stopped_early": str(t.epochs < longest).lower()})
         elif t.status == "FAILED":
             tracker.client.set_terminated(run_id, status="FAILED")
     tracker.end_study("FINISHED")
@@ -319,6 +322,68 @@ def test_search_with_one_trial(env: Env, tmp_path: Path):
     assert body["importances"] == {}
 
 
+def _asha_trials() -> list[Trial]:
+    """Eight configurations, one seed, as ASHA leaves them: the dropout-0.5 ones stopped at
+    epoch 3, the others trained to 12. At epoch 3 the AUC depends on the learning rate only;
+    the final AUC mostly on how long a trial ran, i.e. on its dropout."""
+    lrs = [1e-4, 2e-4, 4e-4, 8e-4, 1.5e-4, 3e-4, 6e-4, 1.2e-3]
+    dropouts = [0.1, 0.5, 0.1, 0.5, 0.5, 0.1, 0.5, 0.1]
+    trials = []
+    for c, (lr, dropout) in enumerate(zip(lrs, dropouts, strict=True)):
+        epochs = 12 if dropout == 0.1 else 3
+        at_budget = 0.6 + 100 * lr
+        final = at_budget + 0.02 * (epochs - 3)  # write_study's curves rise 0.02 per epoch
+        params = {"train": {"lr": lr}, "model": {"embed": {"dropout": dropout}}}
+        trials.append(Trial(f"cfg-{c:08x}/seed0", f"cfg-{c:08x}", 0, final, final - 0.3,
+                            params=params, epochs=epochs))
+    return trials
+
+
+ASHA_SPACE = {"train.lr": ["loguniform", [1e-4, 3e-3]],
+              "model.embed.dropout": ["values", [0.1, 0.3, 0.5]]}
+
+
+def test_search_importances_compare_trials_at_a_common_budget(env: Env, tmp_path: Path):
+    write_study(env, "asha", _asha_trials(), search={"algorithm": "optuna", "num_samples": 8,
+                                                     "space": ASHA_SPACE})
+    result = report(env, "asha", tmp_path / "asha")
+    assert result.exit_code == 0, result.output
+    body = json.loads((tmp_path / "asha" / "search.json").read_text())
+    assert body["importance_epoch"] == 3
+    assert body["importances"]["train.lr"] > 0.8, body["importances"]
+    page = (tmp_path / "asha" / "index.html").read_text()
+    assert ("fANOVA importance of each search parameter for auc at epoch 3, the last epoch "
+            "every one of the 8 finished trials reached (4 were stopped early by the "
+            "scheduler;") in page
+    # Every trial is listed with its own parameters and epochs, not one "search" row.
+    trials = page.split('<table id="trials">')[1].split("</table>")[0]
+    assert trials.count("<tr data-key=") == 8
+    assert trials.count("3 (stopped)") == 4 and trials.count("<td>12</td>") == 4
+    assert "cfg-00000007/seed0" in trials
+
+
+def test_ablation_table_fits_a_1400px_window(env: Env, tmp_path: Path):
+    chromium = _chromium()
+    long = "clav.distance=cosine,como.relations=temporal+context+motion"
+    trials = [Trial(f"{v}/seed{s}", v, s, 0.8 - 0.01 * i + NOISE[s], 0.5 - 0.01 * i)
+              for i, v in enumerate(["full", long, "como=none", "clav=none"])
+              for s in range(3)]
+    write_study(env, "wide", trials)
+    out = tmp_path / "wide"
+    assert report(env, "wide", out).exit_code == 0
+    probe = tmp_path / "probe.html"
+    probe.write_text((out / "index.html").read_text().replace(
+        "</body>", "<script>window.addEventListener('load', () => {const s = document."
+                   "querySelector('#ablation').parentElement; document.body.dataset.overflow "
+                   "= s.scrollWidth - s.clientWidth;});</script></body>"))
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                          "--window-size=1400,900", "--virtual-time-budget=5000", "--dump-dom",
+                          probe.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    overflow = int(dom.stdout.split('data-overflow="')[1].split('"')[0])
+    assert overflow <= 0, f"the table scrolls sideways by {overflow}px"
+
+
 def test_without_study_record(env: Env, tmp_path: Path):
     result = report(env, "norec", tmp_path / "norec")
     assert result.exit_code == 0, result.output
@@ -481,6 +546,62 @@ def test_ui_serves_the_store_on_loopback(env: Env, ablate_exe: str):
                 proc.wait()
     first = proc.stdout.readline()
     assert first == f"MLflow UI for {env.uri} at http://127.0.0.1:{port} (Ctrl-C stops it)\n"
+
+
+@pytest.mark.slow  # an MLflow server and a browser
+def test_ui_opens_a_study_on_its_trials_with_their_metrics(tmp_path: Path, ablate_exe: str):
+    """The MLflow UI itself, in Chromium: the link `ablate ui` prints opens the study on its
+    training runs (not MLflow's GenAI overview), with run names and the auc/ap columns."""
+    from ablate.study.identity import TrialIdentity
+    from ablate.study.mlflow_view import view_state
+    from ablate.study.tracking import EXPERIMENT_KIND, StudyTracker, connect
+
+    chromium = _chromium()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = connect(uri)
+    tracker = StudyTracker(client, "uiview", "hash")
+    tracker.start_study({"design": "grid"}, view=view_state("auc", "max"))
+    for i, (variant, auc) in enumerate([("full", 0.8123), ("como=none", 0.7456)]):
+        run_id = tracker.child(TrialIdentity(f"{variant}/seed0", variant, 0, f"h{i}"), f"t{i}",
+                               {"seed": 0})
+        tracker.log_epochs(run_id, [{"epoch": 1, "auc": auc, "ap": auc - 0.3, "loss": 0.5}])
+        tracker.finish(run_id, {}, tags={"ablate.final_epoch": "1"})
+    tracker.end_study("FINISHED")
+    experiment = client.get_experiment_by_name("uiview")
+    assert experiment.tags[EXPERIMENT_KIND[0]] == "custom_model_development"
+
+    port = _free_port()
+    proc = subprocess.Popen([ablate_exe, "ui", "--port", str(port), "--tracking-uri", uri],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline().startswith(f"MLflow UI for {uri} at ")
+        link = proc.stdout.readline().strip()
+        assert link == (f"uiview: http://127.0.0.1:{port}/#/experiments/"
+                        f"{experiment.experiment_id}/runs?workflowType=machine_learning&"
+                        f"viewStateShareKey=ablate")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p'}",
+                              "--window-size=1600,900", "--virtual-time-budget=30000",
+                              "--dump-dom", link.split(": ", 1)[1]],
+                             capture_output=True, text=True, timeout=180)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    page = dom.stdout
+    for text in ("full/seed0", "como=none/seed0", ">auc<", ">ap<", "ablate.variant", "0.8123",
+                 "Model training"):
+        assert text in page, text
 
 
 def test_ui_refuses_missing_store_and_busy_port(tmp_path: Path, env: Env):

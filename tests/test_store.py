@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ablate.data.dataset as dataset_module
+import ablate.data.cache as cache_module
 from ablate.data import FeatureDataset, StoreWriter, VideoInfo, load, resample_segments
 from ablate.errors import AblateError, DataError
 
@@ -111,7 +111,7 @@ def test_interleaved_calls_are_stored_train_first(make_store):
 def test_videos_span_row_groups_and_cache_batches(make_store, monkeypatch):
     # Tiny row groups and cache batches: videos cut across Parquet row groups must still come
     # back whole, and every cache batch must hold whole videos.
-    monkeypatch.setattr(dataset_module, "CACHE_BATCH_BYTES", 100)
+    monkeypatch.setattr(cache_module, "CACHE_BATCH_BYTES", 100)
     store = make_store(train=(1, 13, 2, 40), test=(9, 3), row_group_bytes=7 * 2 * 8 * 2)
     ds = load(store.path)
     assert ds._reader.num_record_batches > 2

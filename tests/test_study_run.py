@@ -89,7 +89,7 @@ def test_status_reads_the_study(smoke_study: tuple[Path, str]) -> None:
     workdir, _ = smoke_study
     result = run_cli("status", "smoke", cwd=workdir)
     assert result.returncode == 0, result.stderr
-    assert "trials: 6 terminated" in result.stdout
+    assert "trials: 6 done" in result.stdout
     assert "full/seed0" in result.stdout
 
 

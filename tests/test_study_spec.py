@@ -29,7 +29,7 @@ def _spec(**changes: object) -> dict:
 
 
 @pytest.mark.parametrize(("name", "count", "n_variants"), [
-    ("smoke", 6, 3), ("como", 24, 4), ("clav", 21, 7), ("full", 27, 9)])
+    ("smoke", 6, 3), ("como", 48, 8), ("clav", 21, 7), ("full", 27, 9)])
 def test_shipped_specs_expand(name: str, count: int, n_variants: int) -> None:
     spec = load_spec(SPECS / f"{name}.yaml")
     trials = expand(spec)
@@ -90,7 +90,7 @@ BAD_SPECS = [
     ("name: t\nbase: full\nseedz: 2\n",
      "seedz: unknown key; did you mean 'seeds'? Allowed: name, description, dataset, base, "
      "base_name, overrides, ablation, seeds, search, scheduler, metric, mode, resources, "
-     "max_concurrent, max_failures, reference"),
+     "max_concurrent, max_failures, reference, select_on_test"),
     ("name: t\nbase: full\nablation:\n  axes:\n    model.clav.type: [clv]\n",
      "ablation.axes model.clav.type='clv': model.clav.type: unknown component 'clv'; did you "
      "mean 'clav'? Allowed: clav, none"),
@@ -147,3 +147,34 @@ def test_dry_run_of_a_search() -> None:
     result = CliRunner().invoke(cli, ["run", str(SPECS / "hpo.yaml"), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "16 samples x 1 seed(s) = 16 trials; scheduler asha" in result.output
+
+
+SEARCH = {"algorithm": "random", "num_samples": 2, "space": {"train.lr": {"values": [1e-3]}}}
+
+
+def test_selection_defaults_to_validation() -> None:
+    assert parse_spec(_spec()).metric == "val_auc"
+    assert load_spec(SPECS / "hpo.yaml").metric == "val_auc"
+
+
+@pytest.mark.parametrize("how, changes", [
+    ("a search", {"search": SEARCH}),
+    ("an early-stopping scheduler", {"scheduler": {"type": "asha"}}),
+])
+def test_selecting_on_test_must_be_said(how: str, changes: dict) -> None:
+    raw = _spec(metric="auc", **changes)
+    if "search" in changes:
+        raw.pop("ablation")
+    with pytest.raises(Exception) as caught:
+        parse_spec(raw)
+    assert str(caught.value) == (
+        f"metric: 'auc' is a test metric, and this study selects ({how}); select on validation "
+        "(val_auc, val_ap), or set select_on_test: true to select on test (the report then "
+        "marks the results test-tuned)")
+    spec = parse_spec({**raw, "select_on_test": True})
+    assert spec.select_on_test and spec.metric == "auc"
+    assert spec.spec_hash() != parse_spec({**raw, "metric": "val_auc"}).spec_hash()
+
+
+def test_an_ablation_may_rank_by_a_test_metric_without_selecting() -> None:
+    assert parse_spec(_spec(metric="ap")).metric == "ap"

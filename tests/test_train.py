@@ -22,9 +22,11 @@ def _config(preset: str = "full", **overrides: object):
 def test_resume_gives_the_same_metrics_as_a_straight_run(synthetic_small: Path,
                                                          tmp_path: Path) -> None:
     dataset = load(synthetic_small)
-    straight = run_trial(_config(**{"train.epochs": 4}), dataset, tmp_path / "straight")
-    run_trial(_config(**{"train.epochs": 2}), dataset, tmp_path / "resumed")
-    resumed = run_trial(_config(**{"train.epochs": 4}), dataset, tmp_path / "resumed")
+    # Test scored every epoch: a 2-epoch run scores it at its last epoch, a 4-epoch one would not.
+    every = {"train.eval_every": 1}
+    straight = run_trial(_config(**{"train.epochs": 4}, **every), dataset, tmp_path / "straight")
+    run_trial(_config(**{"train.epochs": 2}, **every), dataset, tmp_path / "resumed")
+    resumed = run_trial(_config(**{"train.epochs": 4}, **every), dataset, tmp_path / "resumed")
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     assert resumed.history == straight.history
     assert straight.history[-1]["auc"] > 0.5  # it learned something
@@ -70,7 +72,8 @@ def test_train_cli_writes_metrics_and_resumes(synthetic_small: Path, tmp_path: P
      "context_motion"),
     (["train.epochs=ten"], "error: train.epochs: expected int, got str ('ten')"),
     (["train.epoch=3"], "error: train.epoch: unknown option; did you mean 'epochs'? Allowed: "
-                        "amp, batch_size, device, epochs, lr, segments, threads, weight_decay"),
+                        "amp, batch_size, device, epochs, eval_every, lr, segments, threads, "
+                        "val_fraction, weight_decay"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, sets: list[str],
                                                message: str) -> None:

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from ablate.cli import cli
 from ablate.data import load, validate_store
-from ablate.data.store import sha256_file
+from ablate.data.layout import sha256_file
 from ablate.errors import DataError
 
 WIDTH = 2 * 8  # crops × dim of the default test store

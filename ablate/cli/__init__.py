@@ -7,12 +7,23 @@ status 1; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from ablate import __version__
 from ablate.errors import AblateError
+
+# How MLflow behaves in these commands: its INFO lines (a new database, every run's "View run"
+# link on an HTTP store) and progress bars are noise here; an unreachable tracking server fails
+# in seconds, not after minutes of retries. MLflow reads these when imported, after this.
+MLFLOW_ENVIRONMENT = {
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
 
 
 class _AblateGroup(click.Group):
@@ -33,9 +44,13 @@ def cli(debug: bool) -> None:
     """Ablation studies and hyper-parameter searches on Ray Tune, tracked in MLflow."""
     import logging
 
-    # MLflow and alembic announce schema migrations at INFO on every new SQLite store.
+    for key, value in MLFLOW_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    level = os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
+    # MLflow (if already imported, so the variable above is too late) and alembic announce
+    # schema migrations at INFO on every new SQLite store.
     for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+        logging.getLogger(name).setLevel(level.upper())
 
 
 def _register() -> None:

@@ -6,7 +6,7 @@ import textwrap
 
 import click
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, closest, unknown_message
 
 _WIDTH = 100
 _HEADER = (
@@ -30,7 +30,7 @@ def render(slot: str | None = None) -> str:
         ConfigError: ``slot`` is not a slot.
     """
     from ablate.models import LOSS_OPTIONS, PRESET_SUMMARIES, REGISTRY
-    from ablate.models.registry import closest, format_value, unknown_message
+    from ablate.models.listing import format_value
 
     slots = REGISTRY.slots()
     if slot is not None and slot not in slots:

@@ -103,6 +103,22 @@ def report(study: str, out: Path | None, tracking_uri: str | None, storage: str,
     click.echo(f"  MLflow UI: ablate ui --tracking-uri {uri}")
 
 
+def study_links(uri: str, base: str) -> list[tuple[str, str]]:
+    """``(study, link)`` of every study in the store that has a prepared view (its trials with
+    their metric columns); a store that cannot be read lists none, the UI will say why."""
+    from ablate.study.mlflow_view import VIEW_TAG, view_url
+
+    try:
+        from mlflow import MlflowClient
+
+        experiments = MlflowClient(uri).search_experiments(
+            filter_string="tags.`ablate.study` != ''", max_results=1000)
+    except Exception:  # MLflow raises many types for a store it cannot read
+        return []
+    return sorted((e.name, view_url(base, e.experiment_id)) for e in experiments
+                  if VIEW_TAG in e.tags)
+
+
 def _port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -134,7 +150,10 @@ def ui(port: int, host: str, tracking_uri: str | None, workers: int) -> None:
     if host not in LOOPBACK:
         click.echo(EXPOSED.format(host=host), err=True)
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"MLflow UI for {uri} at http://{shown}:{port} (Ctrl-C stops it)")
+    base = f"http://{shown}:{port}"
+    click.echo(f"MLflow UI for {uri} at {base} (Ctrl-C stops it)")
+    for study, link in study_links(uri, base):
+        click.echo(f"  {study}: {link}")
     argv = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
             "--host", host, "--port", str(port), "--workers", str(workers)]
     # MLflow's server also starts a job runner (GenAI evaluation jobs, periodic tasks) that

@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import click
 
 DEFAULT_STORAGE = "runs"
+INTERRUPTED = "interrupted: study '{name}' stopped{done}; run the same command to resume"
+# How the driver runs Tune: frequent experiment snapshots (a stopped driver loses little), and
+# Tune's plain progress output (ablate prints its own).
+RUN_ENVIRONMENT = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0"}
+
+
+def use_cluster_token(address: str | None) -> None:
+    """Sends Ray's token when connecting to a cluster by address.
+
+    ``ray start`` (Ray 2.60) protects a cluster with the token in ``~/.ray/auth_token`` (or
+    ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``) whenever one exists, but a driver given an
+    address sends it only with ``RAY_AUTH_MODE=token``. A cluster without authentication
+    accepts a driver that sends one, so with a token at hand it is always sent; an explicit
+    ``RAY_AUTH_MODE`` is left alone.
+    """
+    if not address or address in ("local", "auto") or "RAY_AUTH_MODE" in os.environ:
+        return
+    # Where Ray looks for the token, read here: Ray caches its auth mode when first imported,
+    # so the mode must be set before anything imports it.
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _load(spec_file: Path, name: str | None):
@@ -63,22 +86,37 @@ def print_trial_table(spec) -> int:
 def run(spec_file: Path, dry_run: bool, storage: str, tracking_uri: str | None,
         address: str | None, name: str | None, quiet: bool) -> None:
     """Run, or resume, the study SPEC_FILE (e.g. search_spaces/como.yaml)."""
+    from ablate.cli.stop import graceful_stop
     from ablate.study.tracking import resolve_tracking_uri
 
     spec = _load(spec_file, name)
     if dry_run:
         print_trial_table(spec)
         return
+    for key, value in RUN_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    use_cluster_token(address or os.environ.get("RAY_ADDRESS"))
     from ablate.study.runner import run_study
 
     uri = resolve_tracking_uri(tracking_uri)
-    outcome = run_study(spec, storage, uri, address, quiet=quiet)
+    with graceful_stop() as stop:
+        try:
+            outcome = run_study(spec, storage, uri, address, quiet=quiet)
+        except KeyboardInterrupt:  # stopped before or after Tune ran: nothing to count
+            outcome = None
+    if outcome is None or outcome.interrupted:
+        done = (f" with {outcome.done}/{outcome.total} trials done"
+                if outcome is not None else "")
+        click.echo(INTERRUPTED.format(name=spec.name, done=done), err=True)
+        raise SystemExit(stop.exit_status)
     _summary(spec, outcome)
     if outcome.failed:
         raise SystemExit(1)
 
 
 def _summary(spec, outcome) -> None:
+    from ablate.study.callback import SHOWN
+
     rows = outcome.rows
     width = max([len("variant")] + [len(r.variant) for r in rows])
     click.echo("")
@@ -87,10 +125,10 @@ def _summary(spec, outcome) -> None:
         auc = f"{r.metrics['auc']:.4f}" if "auc" in r.metrics else "-"
         ap = f"{r.metrics['ap']:.4f}" if "ap" in r.metrics else "-"
         click.echo(f"{r.variant:<{width}}  {r.seed:>4}  {r.epoch:>6}  {auc:>7}  {ap:>7}  "
-                   f"{'done' if r.status == 'TERMINATED' else 'failed'}")
-    done = sum(r.status == "TERMINATED" for r in rows)
+                   f"{SHOWN.get(r.status, r.status.lower())}")
     minutes = outcome.seconds / 60
-    click.echo(f"\nstudy '{spec.name}': {done}/{len(rows)} trials done, {outcome.failed} failed "
+    click.echo(f"\nstudy '{spec.name}': {outcome.done}/{outcome.total} trials done, "
+               f"{outcome.failed} failed "
                f"in {minutes:.1f} min{' (resumed)' if outcome.resumed else ''}")
     if outcome.failed:
         click.echo("rerun the same command to retry the failed trials", err=True)

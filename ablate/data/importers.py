@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ablate.data.store import FRAMES_PER_SNIPPET, StoreWriter
+from ablate.data.layout import FRAMES_PER_SNIPPET, Progress
+from ablate.data.writer import StoreWriter
 from ablate.errors import AblateError, DataError
-
-Progress = Callable[[int, int], None]
 
 # XD-Violence encodes the class after "_label_": A is normal, the first code names the event.
 XD_CLASSES = {

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ablate.data.store import CACHE_DIR, DATA_FILES, MANIFEST, SPLITS, read_manifest
+from ablate.data.layout import CACHE_DIR, DATA_FILES, MANIFEST, SPLITS, read_manifest
 from ablate.errors import DataError
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 # Component modules register themselves on import; keep them before anything that resolves specs.
 from ablate.models import clav, como, embed, head  # noqa: F401  (registration)
+from ablate.models.listing import Option
 from ablate.models.losses import Objective, build_objective
 from ablate.models.model import AnomalyModel, ModelOutput, build_model
 from ablate.models.presets import PRESET_SUMMARIES, PRESETS
-from ablate.models.registry import REGISTRY, Option, Registry
+from ablate.models.registry import REGISTRY, Registry
 from ablate.models.spec import LOSS_OPTIONS, resolve_loss_spec, resolve_model_spec
 
 __all__ = [

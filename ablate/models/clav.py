@@ -3,9 +3,12 @@
 Our reconstruction of the abstract's "features re-weighted by weights implicitly activated depending
 on the class, and the gap between the classes widened by relative distance learning":
 
-- A per-snippet gate g = sigmoid(MLP(h)) in (0, 1) plays the implicit class activation: nothing
-  supervises it directly, it learns through the scores and the distance loss to lean towards 1 on
-  snippets that look abnormal.
+- A per-snippet gate g = sigmoid(MLP(h)) in (0, 1) plays the class activation. Left to itself
+  (trained only through the scores and the distance loss) nothing ties it to the class, and a
+  trained gate was found lower on abnormal snippets than on normal ones. So the objective adds a
+  top-k MIL loss on the gate against the video label (``loss.gate_weight``): the mean of a video's
+  k highest gate values must be high exactly when the video is abnormal, the same weak signal the
+  scores learn from. The gate stays implicit at the snippet level (no snippet labels).
 - The snippet is mixed from two class-specific projections, h' = (1 - g) * P_n h + g * P_a h, so a
   normal-looking and an abnormal-looking snippet are mapped by different linear maps.
 - By default the mix is added to h (a residual): at initialisation the module is then a small

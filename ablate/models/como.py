@@ -7,28 +7,33 @@ and motion, rather than only temporal dependencies or motion". Each snippet h_t 
   (the scene changes slowly; a single snippet sees it only faintly), and
 - a motion feature m_t = phi_m(x_t - x_{t-1}), with zero motion at t = 0.
 
-Both read the input features x, not the embedding h: phi_m is linear, so whatever is constant
-over a video (the scene) cancels exactly in x_t - x_{t-1}. Differences of the non-linear
-embedding would leak the scene into the motion features, and a motion-only graph could then
-recover it by averaging; the relation types would stop being clean ablation axes.
+Both read the input features x, not the embedding h: whatever is constant over a video (the scene)
+cancels exactly in x_t - x_{t-1}, so a motion-only graph cannot recover the scene by averaging,
+and the relation types stay clean ablation axes.
 
-Relation graphs, any non-empty subset of them (the relation types, an ablation axis):
+The relation types (an ablation axis, any non-empty subset) are the ``RELATIONS`` table: one entry
+per relation, naming what it reads and the module that builds its graph and branch.
 
-- ``temporal``: A_ij = exp(-|i - j| / sigma), row-normalised, applied to h (HL-Net's distance
-  branch, XD-Violence): who is near whom in time.
-- ``context``: softmax(c c^T / sqrt(d)) applied to the context features: snippets of the same scene.
-- ``motion``: softmax(m m^T / sqrt(d)) applied to the motion features only. It never aggregates h,
-  so a model with only this relation cannot recover the scene by averaging the video.
-- ``context_motion``: the interrelation, a cross graph softmax(m c^T / sqrt(d)) with queries from
-  motion and keys from context, applied to the context features: each snippet gathers the scene
-  context relevant to its motion. The layer also adds the snippet's own motion (the query) before
-  its ReLU. Without that term a video with a single, constant scene would hand every snippet the
-  same context whatever it does, and the branch could not tell running on a road from standing on
-  it.
+- ``temporal`` reads h: A_ij = exp(-|i - j| / sigma), row-normalised (HL-Net's distance branch,
+  XD-Violence): who is near whom in time.
+- ``context`` reads c: A = softmax(tau * cos(c_i, c_j)), applied to c: snippets of the same scene.
+- ``motion`` reads m: A = softmax(tau * cos(m_i, m_j)), applied to m: snippets that move alike. It
+  never aggregates h, so it cannot see the scene.
+- ``context_motion`` (the interrelation) reads m, c and h: the context read in the light of
+  each snippet's motion. The query is the snippet's context shifted by its motion,
+  q_t = c_t + W_q m_t, so motion decides which snippets' context it gathers:
+  r_t = W_r sum_s softmax_s(tau * cos(q_t, c_s)) c_s. The snippet's own motion
+  u_t = W_u [h_t; m_t] then rescales that context feature-wise (FiLM):
+  z_t = (1 + W_gamma u_t) * r_t + W_beta u_t. The product makes the branch a function of the
+  (context, motion) pair, not a sum of one term per input: a context feature can be turned up
+  where the snippet's motion makes it matter ("running" on a roadway) and down elsewhere.
 
-Each graph drives one graph-convolution layer ReLU(A V W). The branches are fused (``concat``: a
-linear map of their concatenation; ``sum``; ``gated``: a per-snippet sigmoid gate per branch),
-added to h as a residual, optionally layer-normalised.
+Attention graphs use cosine similarity times a learned temperature tau, starting at 1 (near
+uniform): a graph first gathers the whole video and learns where to look; scaled dot products of
+noisy single-snippet features start sharp and random instead. Each branch is ReLU(z); branches are
+fused (``concat``: a linear map of their concatenation; ``sum``; ``gated``: a per-snippet sigmoid
+gate per branch), added to h as a residual, optionally layer-normalised. In eval mode the module
+records each attention graph's mean normalised entropy (1 = uniform) for :meth:`CoMo.diagnostics`.
 
 Memory is O(T^2) per graph. Training uses T = 32; evaluation runs one whole video at a time
 (B = 1), which is fine up to a few thousand snippets (T = 5,000 is about 100 MB per graph). There
@@ -37,8 +42,10 @@ is no padding mask: batches of videos of different lengths are not supported.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import ClassVar, Literal, get_args
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +55,16 @@ from ablate.models.registry import ODD_POSITIVE, POSITIVE, PROBABILITY, REGISTRY
 
 Relation = Literal["temporal", "context", "motion", "context_motion"]
 Fusion = Literal["concat", "sum", "gated"]
-RELATIONS: tuple[str, ...] = get_args(Relation)
+Source = Literal["h", "context", "motion"]
+
+
+class Inputs(NamedTuple):
+    """What the relations read: the embedding h (B, T, H) and, when some relation reads them,
+    context c and motion m features (B, T, d)."""
+
+    h: torch.Tensor
+    context: torch.Tensor | None
+    motion: torch.Tensor | None
 
 
 def temporal_adjacency(t: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
@@ -67,6 +83,96 @@ def moving_average(x: torch.Tensor, window: int) -> torch.Tensor:
         x.transpose(1, 2), window, stride=1, padding=window // 2, count_include_pad=False
     )  # (B, d, T)
     return pooled.transpose(1, 2)
+
+
+class CosineAttention(nn.Module):
+    """softmax(tau * cos(q_i, k_j)) over j with a learned temperature tau (starts at 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_tau = nn.Parameter(torch.zeros(()))
+
+    @property
+    def temperature(self) -> float:
+        return float(self.log_tau.detach().exp())
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        sim = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(1, 2)  # (B, T, T)
+        return torch.softmax(self.log_tau.exp() * sim, dim=-1)
+
+
+class TemporalRelation(nn.Module):
+    """Distance-decay graph over time applied to h (no attention, nothing learned in the graph)."""
+
+    def __init__(self, in_dim: int, d: int, sigma: float) -> None:
+        super().__init__()
+        self.sigma = sigma
+        self.gcn = nn.Linear(in_dim, d, bias=False)
+
+    def forward(self, inp: Inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        adj = temporal_adjacency(inp.h.shape[1], self.sigma, inp.h)  # (T, T)
+        return self.gcn(adj @ inp.h), None  # (B, T, d)
+
+
+class SelfRelation(nn.Module):
+    """An attention graph over one feature applied to that feature (``context`` or ``motion``)."""
+
+    def __init__(self, source: Source, d: int) -> None:
+        super().__init__()
+        self.source = source
+        self.attention = CosineAttention()
+        self.gcn = nn.Linear(d, d, bias=False)
+
+    def forward(self, inp: Inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        f = getattr(inp, self.source)  # (B, T, d)
+        adj = self.attention(f, f)  # (B, T, T)
+        return self.gcn(adj @ f), adj
+
+
+class InterRelation(nn.Module):
+    """Motion-conditioned reading of context, modulating the snippet's own motion (FiLM)."""
+
+    def __init__(self, in_dim: int, d: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(d, d, bias=False)  # how motion shifts what a snippet asks for
+        self.attention = CosineAttention()
+        self.read = nn.Linear(d, d, bias=False)  # the graph convolution of the read context
+        self.own = nn.Linear(in_dim + d, d)  # u_t from [h_t; m_t]
+        self.gamma = nn.Linear(d, d)
+        self.beta = nn.Linear(d, d)
+        # Motion's shift of the query and its rescaling of the context start small: the branch
+        # starts as a context graph plus the snippet's own motion, and learns how motion
+        # conditions the reading, instead of starting from products of random maps (which
+        # drown the context signal and train slowly).
+        for layer in (self.query, self.gamma):
+            nn.init.normal_(layer.weight, std=0.01)
+        nn.init.zeros_(self.gamma.bias)
+
+    def forward(self, inp: Inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
+        c, m = inp.context, inp.motion  # (B, T, d) each
+        adj = self.attention(c + self.query(m), c)  # (B, T, T): queries shifted by motion
+        relevant = self.read(adj @ c)  # (B, T, d): the context relevant to the snippet's motion
+        own = self.own(torch.cat([inp.h, m], dim=-1))  # (B, T, d)
+        return (1 + self.gamma(own)) * relevant + self.beta(own), adj
+
+
+@dataclass(frozen=True)
+class RelationEntry:
+    """One relation type: what it reads and how its branch is built (``in_dim``, ``d``, CoMo)."""
+
+    reads: frozenset[str]
+    build: Callable[[int, int, float], nn.Module]
+
+
+RELATIONS: dict[str, RelationEntry] = {
+    "temporal": RelationEntry(frozenset({"h"}), lambda h, d, sigma: TemporalRelation(h, d, sigma)),
+    "context": RelationEntry(frozenset({"context"}), lambda h, d, _: SelfRelation("context", d)),
+    "motion": RelationEntry(frozenset({"motion"}), lambda h, d, _: SelfRelation("motion", d)),
+    "context_motion": RelationEntry(frozenset({"h", "context", "motion"}),
+                                    lambda h, d, _: InterRelation(h, d)),
+}
+"""Relation type -> what it reads and its builder; the keys are the allowed ``relations``."""
+assert tuple(RELATIONS) == get_args(Relation)
 
 
 @REGISTRY.register("como", "como")
@@ -96,7 +202,7 @@ class CoMo(nn.Module):
         self,
         in_dim: int,
         feature_dim: int | None = None,
-        relations: Sequence[Relation] = RELATIONS,  # type: ignore[assignment]
+        relations: Sequence[Relation] = tuple(RELATIONS),  # type: ignore[assignment]
         fusion: Fusion = "gated",
         context_window: int = 5,
         hidden: int | None = None,
@@ -107,35 +213,23 @@ class CoMo(nn.Module):
         super().__init__()
         if not relations or any(r not in RELATIONS for r in relations):
             raise ValueError(
-                f"relations must be a non-empty subset of {RELATIONS}, got {relations}"
+                f"relations must be a non-empty subset of {tuple(RELATIONS)}, got {relations}"
             )
         # Canonical order, so that the same subset always builds the same layout.
         self.relations = [r for r in RELATIONS if r in relations]
         self.fusion = fusion
         self.context_window = context_window
-        self.temporal_sigma = temporal_sigma
         d = hidden if hidden is not None else in_dim
         self.d = d
 
         # Only the projections some relation reads are built: an unused parameter would receive no
         # gradient and silently take part in weight decay and checkpoint size.
-        uses_context = bool({"context", "context_motion"} & set(self.relations))
-        uses_motion = bool({"motion", "context_motion"} & set(self.relations))
+        reads = set().union(*(RELATIONS[r].reads for r in self.relations))
         source = feature_dim if feature_dim is not None else in_dim  # width of x
-        self.phi_context = nn.Linear(source, d) if uses_context else None
-        self.phi_motion = nn.Linear(source, d) if uses_motion else None
-
-        # One graph-convolution weight per relation (A V W, bias-free as in GCNs).
-        self.gcn = nn.ModuleDict(
-            {r: nn.Linear(in_dim if r == "temporal" else d, d, bias=False) for r in self.relations}
-        )
-        if "context_motion" in self.relations:
-            self.cm_query = nn.Linear(d, d, bias=False)  # the snippet's own motion term
-        # Attention graphs use cosine similarity times a learned temperature, starting near
-        # uniform (tau = 1): a graph first gathers the whole video and learns where to look.
-        # Scaled dot products of noisy single-snippet features start sharp and random instead.
-        self.log_tau = nn.ParameterDict(
-            {r: nn.Parameter(torch.zeros(())) for r in self.relations if r != "temporal"}
+        self.phi_context = nn.Linear(source, d) if "context" in reads else None
+        self.phi_motion = nn.Linear(source, d) if "motion" in reads else None
+        self.branches = nn.ModuleDict(
+            {r: RELATIONS[r].build(in_dim, d, temporal_sigma) for r in self.relations}
         )
 
         n = len(self.relations)
@@ -150,6 +244,17 @@ class CoMo(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(in_dim) if layer_norm else nn.Identity()
         self.out_dim = in_dim
+        self._entropy: dict[str, list[float]] = {}
+
+    def inputs(self, h: torch.Tensor, x: torch.Tensor) -> Inputs:
+        """Context and motion features of x, for the relations that read them."""
+        c = m = None
+        if self.phi_context is not None:
+            c = moving_average(self.phi_context(x), self.context_window)  # (B, T, d)
+        if self.phi_motion is not None:
+            diff = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)  # (B, T, D)
+            m = self.phi_motion(diff)  # (B, T, d)
+        return Inputs(h, c, m)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """Fuse relation-graph features into the snippets: (B, T, H) -> (B, T, H).
@@ -158,35 +263,13 @@ class CoMo(nn.Module):
             h: Snippet embeddings (B, T, H).
             x: Input features (B, T, D) that context and motion are read from; defaults to h.
         """
-        T = h.shape[1]
-        x = h if x is None else x
-
-        def graph(r: str, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            sim = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(1, 2)  # (B, T, T)
-            return torch.softmax(self.log_tau[r].exp() * sim, dim=-1)
-        c: torch.Tensor | None = None
-        m: torch.Tensor | None = None
-        if self.phi_context is not None:
-            c = moving_average(self.phi_context(x), self.context_window)  # (B, T, d)
-        if self.phi_motion is not None:
-            diff = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)  # (B, T, D)
-            m = self.phi_motion(diff)  # (B, T, d)
-
+        inp = self.inputs(h, h if x is None else x)
         branches = []
         for r in self.relations:
-            if r == "temporal":
-                adj = temporal_adjacency(T, self.temporal_sigma, h)  # (T, T)
-                z = self.gcn[r](adj @ h)  # (B, T, d)
-            elif r == "context":
-                adj = graph(r, c, c)  # (B, T, T)
-                z = self.gcn[r](adj @ c)
-            elif r == "motion":
-                adj = graph(r, m, m)  # (B, T, T)
-                z = self.gcn[r](adj @ m)
-            else:  # context_motion: queries from motion, keys and values from context
-                adj = graph(r, m, c)  # (B, T, T)
-                z = self.gcn[r](adj @ c) + self.cm_query(m)
-            branches.append(F.relu(z))  # (B, T, d)
+            z, adj = self.branches[r](inp)  # (B, T, d), (B, T, T) or None
+            if adj is not None and not self.training:
+                self._record_entropy(r, adj)
+            branches.append(F.relu(z))
 
         if self.fusion == "concat":
             fused = self.out(torch.cat(branches, dim=-1))  # (B, T, H)
@@ -197,3 +280,26 @@ class CoMo(nn.Module):
             stacked = torch.stack(branches, dim=-1)  # (B, T, d, n)
             fused = self.out((stacked * g[:, :, None, :]).sum(dim=-1))
         return self.norm(h + self.drop(fused))  # (B, T, H)
+
+    def _record_entropy(self, relation: str, adj: torch.Tensor) -> None:
+        t = adj.shape[-1]
+        if t < 2:
+            return
+        p = adj.detach().float()
+        entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()  # mean over rows and videos
+        self._entropy.setdefault(relation, []).append(float(entropy) / math.log(t))
+
+    def diagnostics(self) -> dict[str, float]:
+        """Each attention relation's temperature, and its mean normalised attention entropy over
+        the eval-mode forward passes since the last call (1 = uniform, 0 = one snippet)."""
+        out: dict[str, float] = {}
+        for r in self.relations:
+            attention = getattr(self.branches[r], "attention", None)
+            if attention is None:
+                continue
+            out[f"como.{r}.temperature"] = attention.temperature
+            values = self._entropy.get(r)
+            if values:
+                out[f"como.{r}.entropy"] = sum(values) / len(values)
+        self._entropy = {}
+        return out

@@ -156,8 +156,9 @@ class Objective:
     Args:
         mil: The MIL loss.
         magnitude: The magnitude loss, or None.
-        clav: The model's CLAV module when its relative distance loss is on, else None.
+        clav: The model's CLAV module, or None when CLAV is off.
         rd_weight: Weight of CLAV's relative distance loss.
+        gate_weight: Weight of the top-k MIL loss that ties CLAV's gate to the video label.
         smooth_weight: Weight of the smoothness of abnormal videos' scores.
         sparse_weight: Weight of the sparsity of abnormal videos' scores.
     """
@@ -168,6 +169,7 @@ class Objective:
         magnitude: nn.Module | None,
         clav: nn.Module | None,
         rd_weight: float,
+        gate_weight: float,
         smooth_weight: float,
         sparse_weight: float,
     ) -> None:
@@ -175,6 +177,7 @@ class Objective:
         self.magnitude = magnitude
         self.clav = clav
         self.rd_weight = rd_weight
+        self.gate_weight = gate_weight
         self.smooth_weight = smooth_weight
         self.sparse_weight = sparse_weight
 
@@ -194,9 +197,14 @@ class Objective:
         terms: dict[str, torch.Tensor] = {"mil": self.mil.weight * self.mil(out, labels)}
         if self.magnitude is not None:
             terms["magnitude"] = self.magnitude.weight * self.magnitude(out, labels)
-        if self.clav is not None:
+        if self.clav is not None and self.rd_weight > 0:
             features = out.extras["clav_features"]
             terms["rd"] = self.rd_weight * self.clav.relative_distance_loss(features, labels)
+        if self.clav is not None and self.gate_weight > 0:
+            # The class activation is made class-dependent: the gate's top-k snippets of a video
+            # must be high exactly when the video is abnormal (the same MIL signal as the scores).
+            gate = topk_mean(out.extras["clav_gate"], self.clav.k)  # (B,)
+            terms["gate"] = self.gate_weight * F.binary_cross_entropy(gate, labels)
         abn_scores = out.scores[labels > 0.5]  # (A, T)
         if self.smooth_weight > 0:
             terms["smooth"] = self.smooth_weight * smoothness(abn_scores)
@@ -215,7 +223,7 @@ def build_objective(spec: Mapping[str, Any] | None, model: nn.Module) -> Objecti
     Args:
         spec: A loss spec, raw or resolved.
         model: The model being trained; its CLAV module (if any) supplies the relative distance
-            loss.
+            loss and the gate.
 
     Returns:
         A callable ``objective(out, labels) -> (loss, parts)``.
@@ -224,19 +232,12 @@ def build_objective(spec: Mapping[str, Any] | None, model: nn.Module) -> Objecti
         ConfigError: The spec is invalid.
     """
     resolved = resolve_loss_spec(spec)
-
-    def build(slot: str) -> nn.Module | None:
-        cls = REGISTRY.get(slot, resolved[slot]["type"])
-        options = {k: v for k, v in resolved[slot].items() if k != "type"}
-        return None if cls is None else cls(**options)
-
-    clav = getattr(model, "clav", None)
-    use_rd = clav is not None and resolved["rd_weight"] > 0
     return Objective(
-        mil=build("mil"),  # type: ignore[arg-type]
-        magnitude=build("magnitude"),
-        clav=clav if use_rd else None,
+        mil=REGISTRY.build("mil", resolved["mil"]),
+        magnitude=REGISTRY.build("magnitude", resolved["magnitude"]),
+        clav=getattr(model, "clav", None),
         rd_weight=resolved["rd_weight"],
+        gate_weight=resolved["gate_weight"],
         smooth_weight=resolved["smooth_weight"],
         sparse_weight=resolved["sparse_weight"],
     )

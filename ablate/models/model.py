@@ -87,12 +87,6 @@ class AnomalyModel(nn.Module):
         return ModelOutput(scores=scores, features=h, extras=extras)
 
 
-def _build(slot: str, spec: Mapping[str, Any], in_dim: int, **build_args: Any) -> nn.Module | None:
-    options = {k: v for k, v in spec[slot].items() if k != "type"}
-    cls = REGISTRY.get(slot, spec[slot]["type"])
-    return None if cls is None else cls(in_dim, **build_args, **options)
-
-
 def build_model(spec: Mapping[str, Any] | None, in_dim: int) -> AnomalyModel:
     """Build the model a spec describes.
 
@@ -109,9 +103,9 @@ def build_model(spec: Mapping[str, Any] | None, in_dim: int) -> AnomalyModel:
     if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim <= 0:
         raise ValueError(f"in_dim must be a positive int, got {in_dim!r}")
     resolved = resolve_model_spec(spec)
-    embed = _build("embed", resolved, in_dim)
-    width = embed.out_dim  # type: ignore[union-attr]
-    clav = _build("clav", resolved, width)
-    como = _build("como", resolved, width, feature_dim=in_dim)
-    head = _build("head", resolved, width)
-    return AnomalyModel(embed, clav, como, head, resolved, in_dim)  # type: ignore[arg-type]
+    embed = REGISTRY.build("embed", resolved["embed"], in_dim)
+    width = embed.out_dim
+    clav = REGISTRY.build("clav", resolved["clav"], width)
+    como = REGISTRY.build("como", resolved["como"], width, feature_dim=in_dim)
+    head = REGISTRY.build("head", resolved["head"], width)
+    return AnomalyModel(embed, clav, como, head, resolved, in_dim)

@@ -5,11 +5,12 @@ changes: a duplicate name raises instead of asserting, and an unknown name is a
 :class:`~ablate.errors.ConfigError` that suggests the closest name and lists the known ones.
 
 A slot is a place in the model (``embed``, ``clav``, ``como``, ``head``) or the objective (``mil``,
-``magnitude``) that holds exactly one component. A component is built from a spec
-``{"type": name, **options}`` (mmengine's ``build_from_cfg`` convention); its options are the
-keyword parameters of its constructor, which is why the registry reads constructor signatures and
-docstrings instead of keeping a second, hand-written description that could drift.
-``{"type": "none"}`` switches an optional slot off.
+``magnitude``) that holds exactly one component; :mod:`ablate.models.slots` declares them. A
+component is built from a resolved spec ``{"type": name, **options}`` by :meth:`Registry.build`
+(mmengine's ``build_from_cfg`` convention); its options are the keyword parameters of its
+constructor, which is why the registry reads constructor signatures and docstrings instead of
+keeping a second, hand-written description that could drift. ``{"type": "none"}`` switches an
+optional slot off.
 
 Model components take the input width as their first constructor argument ``in_dim`` (given by the
 model, not an option) and expose their output width as ``out_dim``.
@@ -35,15 +36,16 @@ installed on every node, like ``ablate`` itself: trial workers resolve specs too
 
 from __future__ import annotations
 
-import difflib
 import inspect
-import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, closest, unknown_message
+from ablate.models.docs import docstring_args, summary
+from ablate.models.listing import Option, type_name
+from ablate.models.slots import SLOTS, Slot
 
 NONE = "none"
 """The reserved component name that switches an optional slot off."""
@@ -55,15 +57,6 @@ PLUGIN_GROUP = "ablate.components"
 _BUILD_ARGS = ("self", "in_dim", "feature_dim")
 
 T = TypeVar("T")
-
-
-class Option(NamedTuple):
-    """One option of a component, as ``ablate list`` shows it."""
-
-    name: str
-    type: str
-    default: Any
-    description: str
 
 
 @dataclass(frozen=True)
@@ -85,105 +78,13 @@ PROBABILITY = Constraint(lambda v: 0 <= v < 1, "in [0, 1)")
 ODD_POSITIVE = Constraint(lambda v: v > 0 and v % 2 == 1, "an odd number >= 1")
 
 
-@dataclass(frozen=True)
-class Slot:
-    """A place in the model or the objective that holds one component.
-
-    Attributes:
-        name: Slot name, also the key in the spec (``como``).
-        group: ``"model"`` or ``"loss"``: which spec the slot belongs to.
-        default: Component used when a spec leaves the slot out.
-        optional: Whether ``none`` may switch the slot off.
-        description: One line for ``ablate list``.
-    """
-
-    name: str
-    group: str
-    default: str
-    optional: bool
-    description: str
-
-
-def closest(name: str, candidates: typing.Iterable[str]) -> str | None:
-    """Return the candidate closest to a misspelt ``name``, or None when nothing is close."""
-    matches = difflib.get_close_matches(name, list(candidates), n=1)
-    return matches[0] if matches else None
-
-
-def unknown_message(what: str, allowed: typing.Sequence[str], suggestion: str | None) -> str:
-    """Format the tail of an "unknown X" error: a suggestion when one is close, then the list.
-
-    ``unknown slot; allowed: a, b`` or ``unknown slot; did you mean 'a'? Allowed: a, b``.
-    """
-    listed = ", ".join(allowed)
-    if suggestion is None:
-        return f"{what}; allowed: {listed}"
-    return f"{what}; did you mean '{suggestion}'? Allowed: {listed}"
-
-
-def type_name(annotation: Any) -> str:
-    """Render an annotation the way users write values: ``int``, ``a|b``, ``list[a|b]``."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Literal:
-        return "|".join(str(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return "|".join("null" if a is type(None) else type_name(a) for a in args)
-    if origin is not None and args:  # list[X], tuple[X, ...], Sequence[X]
-        return f"list[{type_name(args[0])}]"
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def format_value(value: Any) -> str:
-    """Render a default the way it would be written in a YAML spec."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(format_value(v) for v in value) + "]"
-    return str(value)
-
-
-def _docstring_args(obj: Any) -> dict[str, str]:
-    """Parse the Google-style ``Args:`` section of ``obj``'s docstring into name -> description."""
-    lines = inspect.cleandoc(obj.__doc__ or "").splitlines()
-    descriptions: dict[str, str] = {}
-    in_args, current = False, None
-    for line in lines:
-        stripped = line.strip()
-        if stripped == "Args:":
-            in_args, current = True, None
-            continue
-        if not in_args:
-            continue
-        if not line.startswith(" "):  # a dedented line ends the section
-            if stripped:
-                in_args = False
-            continue
-        indent = len(line) - len(line.lstrip())
-        head, sep, tail = stripped.partition(":")
-        name = head.split(" ")[0]
-        if sep and indent <= 4 and name.isidentifier():
-            current = name
-            descriptions[current] = tail.strip()
-        elif current is not None and stripped:
-            descriptions[current] += " " + stripped
-    return descriptions
-
-
-def summary(obj: Any) -> str:
-    """First line of ``obj``'s docstring."""
-    doc = inspect.cleandoc(obj.__doc__ or "")
-    return doc.splitlines()[0] if doc else ""
-
-
 class Registry:
     """Slots, each a name -> component class table.
 
     Args:
         plugin_group: Entry-point group whose plugins are loaded on the first query (see the
             module docstring); None for a registry without plugins.
+        slots: Slots to declare at once, in order.
 
     Example:
         >>> registry = Registry()
@@ -192,12 +93,15 @@ class Registry:
         ... class MLPEmbed(torch.nn.Module): ...
     """
 
-    def __init__(self, plugin_group: str | None = None) -> None:
+    def __init__(self, plugin_group: str | None = None, slots: Iterable[Slot] = ()) -> None:
         self._slots: dict[str, Slot] = {}
         self._components: dict[str, dict[str, type]] = {}
         self._plugin_group = plugin_group
         self._plugins_loaded = plugin_group is None
         self._plugin_error: ConfigError | None = None
+        for slot in slots:
+            self.add_slot(slot.name, group=slot.group, default=slot.default,
+                          description=slot.description, optional=slot.optional)
 
     # -- declaration -------------------------------------------------------------------------
 
@@ -316,6 +220,28 @@ class Registry:
             raise ConfigError(f"{where}: {tail}")
         return self._components[slot][name]
 
+    def build(self, slot: str, spec: Mapping[str, Any], *args: Any, **kwargs: Any) -> Any:
+        """Build the component a resolved spec names; None when it switches the slot off.
+
+        Args:
+            slot: Slot name.
+            spec: A resolved component spec ``{"type": name, **options}``.
+            *args: Leading constructor arguments the caller supplies (a model component's
+                ``in_dim``).
+            **kwargs: Further constructor arguments the caller supplies (``feature_dim``).
+
+        Returns:
+            ``cls(*args, **kwargs, **options)``, or None for ``{"type": "none"}``.
+
+        Raises:
+            ConfigError: Unknown component.
+        """
+        cls = self.get(slot, spec["type"])
+        if cls is None:
+            return None
+        options = {k: v for k, v in spec.items() if k != "type"}
+        return cls(*args, **kwargs, **options)
+
     def parameters(self, slot: str, name: str) -> dict[str, tuple[Any, Any]]:
         """Options of a component: name -> (evaluated type annotation, default), in order."""
         cls = self.get(slot, name)
@@ -339,7 +265,7 @@ class Registry:
         cls = self.get(slot, name)
         if cls is None:
             return []
-        docs = _docstring_args(cls)
+        docs = docstring_args(cls)
         return [
             Option(option, type_name(annotation), default, docs.get(option, ""))
             for option, (annotation, default) in self.parameters(slot, name).items()
@@ -370,38 +296,6 @@ class Registry:
             )
 
 
-REGISTRY = Registry(plugin_group=PLUGIN_GROUP)
+REGISTRY = Registry(plugin_group=PLUGIN_GROUP, slots=SLOTS)
 """The registry every spec is resolved against; component modules register into it on import,
 plugins (see the module docstring) on its first query."""
-
-REGISTRY.add_slot(
-    "embed", group="model", default="mlp", description="Snippet embedding of the input features."
-)
-REGISTRY.add_slot(
-    "clav",
-    group="model",
-    default="clav",
-    optional=True,
-    description="Class-activated feature learning (CLAV) and its relative distance loss.",
-)
-REGISTRY.add_slot(
-    "como",
-    group="model",
-    default="como",
-    optional=True,
-    description="Context-motion interrelation (CoMo): relation graphs over the video's snippets.",
-)
-REGISTRY.add_slot("head", group="model", default="mlp", description="Per-snippet anomaly scorer.")
-REGISTRY.add_slot(
-    "mil",
-    group="loss",
-    default="topk_bce",
-    description="Multiple-instance loss on video-level labels.",
-)
-REGISTRY.add_slot(
-    "magnitude",
-    group="loss",
-    default="none",
-    optional=True,
-    description="Feature-magnitude loss on the features fed to the head.",
-)

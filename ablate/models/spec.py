@@ -14,18 +14,24 @@ trial that ablates nothing.
 
 from __future__ import annotations
 
+import math
 import numbers
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ablate.errors import ConfigError
-from ablate.models.registry import NONE, REGISTRY, closest, unknown_message
+from ablate.errors import ConfigError, closest, unknown_message
+from ablate.models.registry import NONE, REGISTRY
 
 # Global loss options (not components): name -> (default, description).
 LOSS_OPTIONS: dict[str, tuple[float, str]] = {
     "rd_weight": (0.1, "Weight of CLAV's relative distance loss; ignored when clav is none."),
+    "gate_weight": (
+        0.5,
+        "Weight of the top-k MIL loss tying CLAV's gate to the video label; ignored when clav "
+        "is none.",
+    ),
     "smooth_weight": (
         0.0,
         "Weight of the temporal smoothness of abnormal videos' scores (Sultani et al. 2018).",
@@ -42,6 +48,7 @@ _NOT_A_COMPONENT = (
 )
 _NO_OPTIONS = "{path}: component 'none' takes no options"
 _CONSTRAINT = "{path}: must be {requirement}, got {value!r}"
+NUMERIC_LIMIT = 1e6
 _EMPTY_LIST = "{path}: expected at least one {item}; allowed: {allowed}"
 _DUPLICATE = "{path}: {item} '{value}' is listed twice"
 
@@ -192,16 +199,26 @@ def _check_type(annotation: Any, value: Any, path: str, option: str = "") -> Any
             return value
     elif annotation is int:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return int(value)
+            return _bounded(int(value), path)
     elif annotation is float:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return float(value)
+            return _bounded(float(value), path)
     elif annotation is str:
         if isinstance(value, str):
             return value
     else:
         raise TypeError(f"{path}: unsupported annotation {annotation!r}")
     raise ConfigError(_type_error(path, _expected(annotation), value))
+
+
+def _bounded(value: float, path: str) -> Any:
+    """Every numeric option lies in a finite range: NaN, infinities and absurd magnitudes (a
+    typo, ``1e999``) fail here, before any trial; components narrow it with constraints."""
+    if not math.isfinite(value) or abs(value) > NUMERIC_LIMIT:
+        raise ConfigError(_CONSTRAINT.format(
+            path=path, requirement=f"a finite number in [-{NUMERIC_LIMIT:g}, {NUMERIC_LIMIT:g}]",
+            value=value))
+    return value
 
 
 def _check_list(item: Any, value: Any, path: str, option: str) -> list[Any]:

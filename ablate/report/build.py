@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ablate.report.collect import MissingTrial, StudyRuns, TrialRun, collect, metric_history
-from ablate.report.search import ConfigRow, best_configs, importances, search_keys
+from ablate.report.search import (
+    ConfigRow,
+    best_configs,
+    common_budget,
+    importances,
+    search_keys,
+)
 from ablate.report.table import VariantRow, ablation_rows, planned_variants
 
 if TYPE_CHECKING:
@@ -21,6 +27,10 @@ NO_BASE = ("no base variant '{base}' among the finished runs; deltas are left ou
            "base_name names it)")
 NO_DATASET = "ROC/PR curves left out: the dataset {path} cannot be read here ({problem})"
 NO_SCORES = "ROC/PR curves left out: run {run_id} has no scores/scores.npz artifact"
+NO_BUDGET = ("parameter importances left out: no epoch at which every finished trial logged "
+             "{metric}")
+TEST_TUNED = ("TEST-TUNED: this study selected on the test metric {metric} (select_on_test: "
+              "true); its test numbers are optimistic and not comparable to held-out results")
 SCORES_MISMATCH = ("ROC/PR curves left out: the scores of run {run_id} do not match the "
                    "dataset's test videos ({problem})")
 
@@ -33,6 +43,38 @@ class Figure:
     title: str
     caption: str
     png: bytes
+
+
+@dataclass(frozen=True)
+class DiagnosticRow:
+    """Mean final diagnostics of one variant over its seeds: CLAV's gate on abnormal and normal
+    test snippets, CoMo's attention entropy and temperature per relation (NaN when absent)."""
+
+    variant: str
+    n: int
+    values: dict[str, float]
+
+
+DIAGNOSTICS = ("gate_abnormal", "gate_normal", "como.context_motion.entropy",
+               "como.context_motion.temperature", "como.context.entropy",
+               "como.motion.entropy")
+
+
+def diagnostic_rows(finished: list[TrialRun], variants: list[str]) -> list[DiagnosticRow]:
+    """One row per variant that reported any diagnostic, means over its finished runs."""
+    import math
+    import statistics
+
+    rows = []
+    for variant in variants:
+        runs = [r for r in finished if r.variant == variant]
+        values = {}
+        for name in DIAGNOSTICS:
+            seen = [r.metrics[name] for r in runs if name in r.metrics]
+            values[name] = statistics.mean(seen) if seen else math.nan
+        if runs and any(not math.isnan(v) for v in values.values()):
+            rows.append(DiagnosticRow(variant, len(runs), values))
+    return rows
 
 
 @dataclass
@@ -59,6 +101,11 @@ class Report:
     configs: list[ConfigRow] = field(default_factory=list)
     search_params: list[str] = field(default_factory=list)
     importances: dict[str, float] = field(default_factory=dict)
+    search_trials: list[TrialRun] = field(default_factory=list)  # a search's finished trials
+    importance_epoch: int | None = None  # the common budget the importances compare at
+    stopped_early: int = 0  # search trials the scheduler stopped before the longest ones
+    test_tuned: bool = False  # selection used a test metric (the spec said select_on_test)
+    diagnostics: list[DiagnosticRow] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     generated: str = ""
@@ -162,15 +209,26 @@ def build_report(client: MlflowClient, study: str, storage: str, n_boot: int = 1
         dataset=runs.dataset, metric=metric, mode=mode, base=base_for_deltas,
         is_search=runs.is_search, rows=rows, planned=runs.planned_count,
         finished=len(finished), missing=runs.missing(), best=_best_run(finished, metric, mode),
-        n_boot=n_boot, seed=seed, notes=notes,
+        n_boot=n_boot, seed=seed, notes=notes, test_tuned=runs.select_on_test,
+        diagnostics=diagnostic_rows(finished, variants),
         generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
 
+    if runs.select_on_test:
+        notes.insert(0, TEST_TUNED.format(metric=metric))
     if runs.is_search:
         space = runs.search_space
         report.search_params = search_keys(finished, space)
+        report.search_trials = finished
         report.configs = best_configs(finished, report.search_params, metric, mode, top_k)
-        report.importances, more = importances(finished, space, metric, mode, seed)
-        notes.extend(more)
+        budget = common_budget({r.run_id: metric_history(client, r.run_id, metric)
+                                for r in finished})
+        report.importance_epoch, report.stopped_early = budget.epoch, budget.stopped_early
+        if budget.epoch is None and finished:
+            notes.append(NO_BUDGET.format(metric=metric))
+        else:
+            report.importances, more = importances(finished, space, metric, mode, seed,
+                                                   values=budget.values)
+            notes.extend(more)
         groups = [(f"#{c.rank}", {m: {s: _value(runs, rid, m) for s, rid in c.run_ids.items()}
                                   for m in ("auc", "ap")}) for c in report.configs]
         curve_runs = {f"#{c.rank}": list(c.run_ids.values()) for c in report.configs}
@@ -186,19 +244,38 @@ def build_report(client: MlflowClient, study: str, storage: str, n_boot: int = 1
             f"±1 sample std (bar).", plots.seed_points(groups)))
         report.figures.append(Figure(
             "learning_curves", "Learning curves",
-            f"Test {metric.upper()} per epoch, mean over the seeds of {what}.",
+            f"{metric_label(metric)} per epoch, mean over the seeds of {what}.",
             plots.learning_curves({label: _mean_curve(client, ids, metric)
                                    for label, ids in curve_runs.items()}, metric)))
     if report.importances:
         report.figures.append(Figure(
             "importances", "Parameter importances",
-            f"fANOVA importance of each search parameter for the final {metric} "
-            f"({report.finished} finished trials).", plots.importance_bars(report.importances)))
+            importance_caption(report), plots.importance_bars(report.importances)))
     if report.best is not None:
         figure = _roc_figure(client, runs, report.best, notes)
         if figure is not None:
             report.figures.append(figure)
     return report
+
+
+def metric_label(metric: str) -> str:
+    """How a caption names a metric: test metrics are frame-level, validation ones video-level."""
+    from ablate.metrics import VALIDATION_METRICS
+
+    if metric in VALIDATION_METRICS:
+        return f"Validation {metric.removeprefix('val_').upper()} (video-level)"
+    return f"Test {metric.upper()} (frame-level)"
+
+
+def importance_caption(report: Report) -> str:
+    """What the importances measure: the metric at the common budget, and why that one."""
+    text = (f"fANOVA importance of each search parameter for {report.metric} at epoch "
+            f"{report.importance_epoch}, the last epoch every one of the {report.finished} "
+            f"finished trials reached")
+    if report.stopped_early:
+        text += (f" ({report.stopped_early} were stopped early by the scheduler; comparing "
+                 f"final values would partly measure when a trial was stopped)")
+    return text + "."
 
 
 def _design(runs: StudyRuns) -> str | None:

@@ -12,12 +12,12 @@ report without it still works from MLflow alone, with defaults it names in its n
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ablate.errors import AblateError
+from ablate.metrics import is_tracked
 from ablate.study.tracking import search_all_runs
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ DUPLICATE_RUNS = "{key}: {count} finished runs; the latest ({run_id}) is used"
 FINISHED = "FINISHED"
 FAILED_STATES = ("FAILED", "KILLED")
 DEFAULT_BASE_NAMES = ("full", "base")
-FINAL_METRICS = ("auc", "ap", "ap_sklearn", "loss")
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,11 @@ class StudyRuns:
     def is_search(self) -> bool:
         if self.record is not None:
             return self.spec.get("search") is not None
-        return any(r.variant == "search" for r in self.runs)
+        from ablate.study.identity import SEARCH_PREFIX
+
+        # "search": the variant of every search trial before trials were named by config.
+        return any(r.variant == "search" or r.variant.startswith(SEARCH_PREFIX)
+                   for r in self.runs)
 
     @property
     def metric(self) -> str:
@@ -112,6 +115,11 @@ class StudyRuns:
     @property
     def mode(self) -> str:
         return self.spec.get("mode", "max")
+
+    @property
+    def select_on_test(self) -> bool:
+        """The spec selected (searched, stopped early) on a test metric: results test-tuned."""
+        return bool(self.spec.get("select_on_test", False))
 
     @property
     def base_name(self) -> str | None:
@@ -194,7 +202,7 @@ def _trial_run(run: Any) -> TrialRun:
         run_id=run.info.run_id, key=key,
         variant=tags.get("ablate.variant", key.rpartition("/")[0] or key), seed=seed,
         status=run.info.status, params=dict(run.data.params),
-        metrics={k: float(v) for k, v in run.data.metrics.items() if k in FINAL_METRICS},
+        metrics={k: float(v) for k, v in run.data.metrics.items() if is_tracked(k)},
         final_epoch=final_epoch, stopped_early=tags.get("ablate.stopped_early") == "true",
         end_time=int(run.info.end_time or run.info.start_time or 0))
 
@@ -276,8 +284,6 @@ def trial_scores(client: MlflowClient, run_id: str, scratch: Path) -> dict[str, 
     has no such artifact."""
     import numpy as np
 
-    # MLflow draws a progress bar on stderr for every download, even of one small file.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         path = client.download_artifacts(run_id, "scores/scores.npz", str(scratch))
     except Exception:  # MLflow raises its own and OS errors for a missing artifact

@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ablate.metrics import METRIC_LABELS
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ablate.metrics import Curves
 
 DPI = 100
-_LABELS = {"auc": "AUC", "ap": "AP", "ap_sklearn": "AP (sklearn)", "loss": "loss"}
+_LABELS = {**METRIC_LABELS, "loss": "loss"}
 
 
 def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:

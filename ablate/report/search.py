@@ -4,7 +4,9 @@ Trials of one configuration differ only in the seed (Ray Tune's ``Repeater`` giv
 point each seed), so configurations are the distinct values of the search-space parameters and
 their seed results are summarised like a variant's. Importances are Optuna's fANOVA over an
 in-memory Optuna study rebuilt from the finished trials: each trial's parameters (as MLflow holds
-them) and final metric, with the distributions of the spec's search space.
+them) and its metric at a common budget (the last epoch every finished trial reached, so trials
+an ASHA scheduler stopped early are compared with the others at equal training), with the
+distributions of the spec's search space.
 """
 
 from __future__ import annotations
@@ -165,17 +167,51 @@ def _trial_params(run: TrialRun, space: Mapping[str, tuple[str, list[Any]]],
     return params
 
 
+@dataclass(frozen=True)
+class Budget:
+    """The epoch at which trials are compared for importances, and each trial's value there.
+
+    ASHA stops weak trials early: their final metric is from fewer epochs than a completed
+    trial's, so comparing final values would partly measure when trials were stopped.
+    """
+
+    epoch: int | None  # None: no epoch every trial reached with the metric logged
+    values: dict[str, float]  # run id -> the metric at ``epoch``
+    stopped_early: int  # trials whose final epoch is below the longest one
+
+
+def common_budget(histories: Mapping[str, dict[int, float]]) -> Budget:
+    """The last epoch at which every trial logged the metric, and the values there.
+
+    Args:
+        histories: ``{run_id: {epoch: value}}`` of the finished trials.
+    """
+    if not histories:
+        return Budget(None, {}, 0)
+    finals = {r: max(h, default=0) for r, h in histories.items()}
+    common = set.intersection(*(set(h) for h in histories.values()))
+    longest = max(finals.values())
+    stopped = sum(1 for f in finals.values() if f < longest)
+    if not common:
+        return Budget(None, {}, stopped)
+    epoch = max(common)
+    return Budget(epoch, {r: h[epoch] for r, h in histories.items()}, stopped)
+
+
 def importances(finished: list[TrialRun], space: Mapping[str, tuple[str, list[Any]]],
-                metric: str, mode: str, seed: int = 0) -> tuple[dict[str, float], list[str]]:
+                metric: str, mode: str, seed: int = 0,
+                values: Mapping[str, float] | None = None) -> tuple[dict[str, float], list[str]]:
     """fANOVA importances of the search parameters for ``metric``, normalised to sum to 1.
 
     Args:
         finished: The finished trials.
         space: ``{param: (kind, args)}`` from the spec (``values``, ``uniform``,
             ``loguniform``, ``int``).
-        metric: The study's metric (each trial's final value is the objective).
+        metric: The study's metric.
         mode: ``max`` or ``min``.
         seed: Seed of the fANOVA forest.
+        values: Each trial's objective by run id (the metric at a common budget); by default
+            its final ``metric``.
 
     Returns:
         ``(importances, notes)``: importances most important first; empty when they cannot be
@@ -183,7 +219,9 @@ def importances(finished: list[TrialRun], space: Mapping[str, tuple[str, list[An
     """
     if not space:
         return {}, [NO_SPACE]
-    scored = [r for r in finished if metric in r.metrics]
+    objective = (dict(values) if values is not None else
+                 {r.run_id: r.metrics[metric] for r in finished if metric in r.metrics})
+    scored = [r for r in finished if r.run_id in objective]
     if len(scored) < MIN_TRIALS:
         return {}, [TOO_FEW_TRIALS.format(need=MIN_TRIALS, metric=metric, n=len(scored))]
     import optuna
@@ -197,7 +235,7 @@ def importances(finished: list[TrialRun], space: Mapping[str, tuple[str, list[An
         params = _trial_params(run, space, off)
         study.add_trial(optuna.trial.create_trial(
             params=params, distributions={k: distributions[k] for k in params},
-            value=run.metrics[metric]))
+            value=objective[run.run_id]))
     notes = [OFF_SPACE.format(count=n, param=k) for k, n in sorted(off.items())]
     try:
         result = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))

@@ -166,12 +166,15 @@ def variants(spec: StudySpec) -> list[Variant]:
 
 
 def expand(spec: StudySpec) -> list[PlannedTrial]:
-    """All trials of an ablation study (variants × seeds), or of a search's base with its
-    first sampled point checked; raises ConfigError naming the key for any invalid variant."""
+    """All trials of an ablation study (variants × seeds); for a search, none, after checking
+    that the base accepts every value and both bounds of each search dimension (the sampler
+    may draw any of them). Raises ConfigError naming the key for any invalid variant."""
     if spec.search is not None:
-        probe = {k: (d.args[0]) for k, d in spec.search.space.items()}
-        raw = apply_overrides(spec.base, probe)
-        _resolve(raw, "search.space")
+        first = {k: d.args[0] for k, d in spec.search.space.items()}
+        for key, dist in spec.search.space.items():
+            for value in dist.args:  # every choice, or both ends of a range
+                raw = apply_overrides(spec.base, {**first, key: value})
+                _resolve(raw, f"search.space.{key}={value!r}")
         return []
     trials = []
     for variant in variants(spec):

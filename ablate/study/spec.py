@@ -13,7 +13,7 @@ Example (every key is documented in the README)::
         model.como.relations:
           values: [[temporal, context, motion, context_motion], [motion], [context_motion]]
     seeds: [0, 1, 2]              # or a count: 3 means [0, 1, 2]
-    metric: auc
+    metric: val_auc               # what selection uses: validation unless select_on_test
     mode: max
     resources: {cpu: 1, gpu: 0}
     max_concurrent: 2
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,16 +35,24 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import ConfigError
+from ablate.metrics import METRICS as TEST_METRICS
+from ablate.metrics import VALIDATION_METRICS
 
 SPEC_KEYS = ("name", "description", "dataset", "base", "base_name", "overrides", "ablation",
              "seeds", "search", "scheduler", "metric", "mode", "resources", "max_concurrent",
-             "max_failures", "reference")
+             "max_failures", "reference", "select_on_test")
 DESIGNS = ("grid", "leave_one_out", "add_one_in")
-METRICS = ("auc", "ap", "ap_sklearn")
+METRICS = (*VALIDATION_METRICS, *TEST_METRICS)
+SELECT_ON_TEST = (
+    "metric: {metric!r} is a test metric, and this study selects ({how}); select on validation "
+    "({allowed}), or set select_on_test: true to select on test (the report then marks the "
+    "results test-tuned)"
+)
 MODES = ("max", "min")
 DISTRIBUTIONS = ("values", "uniform", "loguniform", "int")
 ALGORITHMS = ("optuna", "random")
 SCHEDULERS = ("none", "asha")
+MAX_RESOURCE = 1024  # per trial
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -95,6 +104,7 @@ class StudySpec:
     max_concurrent: int
     max_failures: int
     description: str = ""
+    select_on_test: bool = False
     source: Path | None = field(default=None, compare=False)
 
     def identity(self) -> dict[str, Any]:
@@ -106,7 +116,8 @@ class StudySpec:
         return {"dataset": self.dataset, "base": self.base, "base_name": self.base_name,
                 "design": self.design, "axes": {k: list(v) for k, v in self.axes.items()},
                 "reference": self.reference, "seeds": list(self.seeds), "search": search,
-                "scheduler": vars(self.scheduler), "metric": self.metric, "mode": self.mode}
+                "scheduler": vars(self.scheduler), "metric": self.metric, "mode": self.mode,
+                "select_on_test": self.select_on_test}
 
     def spec_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
@@ -139,6 +150,8 @@ def _number(value: Any, key: str) -> float:
             pass
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise _err(key, f"expected a number, got {type(value).__name__} ({value!r})")
+    if not math.isfinite(value):
+        raise _err(key, f"expected a finite number, got {value!r}")
     return float(value)
 
 
@@ -149,7 +162,7 @@ def _choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
 
 
 def _only_keys(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> None:
-    from ablate.models.registry import closest, unknown_message
+    from ablate.errors import closest, unknown_message
 
     for k in raw:
         if k not in allowed:
@@ -282,8 +295,9 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
     _only_keys(res_raw, "resources", ("cpu", "gpu"))
     resources = Resources(cpu=_number(res_raw.get("cpu", 1), "resources.cpu"),
                           gpu=_number(res_raw.get("gpu", 0), "resources.gpu"))
-    if resources.cpu <= 0 or resources.gpu < 0:
-        raise _err("resources", f"expected cpu > 0 and gpu >= 0, got {vars(resources)}")
+    if not (0 < resources.cpu <= MAX_RESOURCE and 0 <= resources.gpu <= MAX_RESOURCE):
+        raise _err("resources", f"expected 0 < cpu <= {MAX_RESOURCE} and 0 <= gpu <= "
+                                f"{MAX_RESOURCE}, got {vars(resources)}")
     base_name = raw.get("base_name", "base")
     if not isinstance(base_name, str) or not base_name:
         raise _err("base_name", f"expected a non-empty string, got {base_name!r}")
@@ -291,10 +305,21 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
     if not isinstance(description, str):
         raise _err("description", f"expected a string, got {type(description).__name__}")
 
+    metric = _choice(raw.get("metric", "val_auc"), "metric", METRICS)
+    select_on_test = raw.get("select_on_test", False)
+    if not isinstance(select_on_test, bool):
+        raise _err("select_on_test", f"expected true or false, got {select_on_test!r}")
+    selecting = [how for how, on in (("a search", search is not None),
+                                     ("an early-stopping scheduler", scheduler.type != "none"))
+                 if on]
+    if metric in TEST_METRICS and selecting and not select_on_test:
+        raise ConfigError(SELECT_ON_TEST.format(metric=metric, how=" and ".join(selecting),
+                                                allowed=", ".join(VALIDATION_METRICS)))
+
     spec = StudySpec(
         name=name, dataset=dataset, base=base, base_name=base_name, design=design, axes=axes,
         reference=reference, seeds=_seeds(raw.get("seeds", 1)), search=search,
-        scheduler=scheduler, metric=_choice(raw.get("metric", "auc"), "metric", METRICS),
+        scheduler=scheduler, metric=metric, select_on_test=select_on_test,
         mode=_choice(raw.get("mode", "max"), "mode", MODES), resources=resources,
         max_concurrent=_int(raw.get("max_concurrent", 2), "max_concurrent", 1),
         max_failures=_int(raw.get("max_failures", 2), "max_failures", 0),
@@ -309,6 +334,8 @@ def load_spec(path: Path) -> StudySpec:
     """Reads and validates a study YAML file."""
     from ablate.config import read_yaml
 
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; give a study file (search_spaces/*.yaml)")
     if not path.is_file():
         raise ConfigError(f"{path}: no such study file")
     return parse_spec(read_yaml(path), source=path)

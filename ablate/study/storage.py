@@ -1,8 +1,15 @@
-"""The study directory: ``STORAGE/NAME/`` holding ``study.json`` and Ray Tune's ``tune/``.
+"""The study directory: ``STORAGE/NAME/`` holding the study's own records and Ray's ``tune/``.
 
 ``STORAGE`` is a local path (default ``./runs``) or a URI Ray and pyarrow understand
 (``s3://bucket/prefix``), which a cluster needs so every node sees the same checkpoints.
 ``study.json`` pins the spec hash: the same command resumes, a changed spec is refused.
+``trials.json`` is the driver's progress record (every known trial's state, epoch and final
+metrics), what ``ablate status`` reads. Both are plain JSON, written atomically.
+
+Trust: Ray Tune's own files under ``tune/`` are pickles (``tuner.pkl``, the experiment state),
+and resuming a study unpickles them, so whoever can write to the storage can run code as the
+user who resumes. Keep the storage writable by its owners only; ``ablate status`` reads the two
+JSON records and nothing of Ray's.
 """
 
 from __future__ import annotations
@@ -18,7 +25,11 @@ from typing import Any
 from ablate.errors import AblateError
 
 STUDY_FILE = "study.json"
+PROGRESS_FILE = "trials.json"
 TUNE_DIR = "tune"
+RECORD_FIELDS = {"name": str, "spec_hash": str, "trials": list}
+NOT_A_RECORD = ("{path} is not a study record (expected a JSON object with {fields}); move it "
+                "away to start the study again")
 
 
 def _is_uri(path: str) -> bool:
@@ -73,27 +84,59 @@ class StudyDir:
             raise AblateError(f"storage {self.root} is not writable: {exc}") from None
 
     def read_record(self) -> dict[str, Any] | None:
-        fs, path = self._fs()
-        import pyarrow.fs
+        """``study.json``, checked to be one; None when the study has none yet.
 
-        info = fs.get_file_info(f"{path}/{STUDY_FILE}")
-        if info.type == pyarrow.fs.FileType.NotFound:
+        Raises:
+            AblateError: The file is not valid JSON, or not a study record.
+        """
+        record = self._read_json(STUDY_FILE)
+        if record is None:
             return None
-        with fs.open_input_stream(f"{path}/{STUDY_FILE}") as f:
-            try:
-                return json.loads(f.read().decode())
-            except ValueError:
-                raise AblateError(f"{self.root}/{STUDY_FILE} is corrupt; move the study "
-                                  f"directory away to start again") from None
+        if not isinstance(record, dict) or any(
+                not isinstance(record.get(k), t) for k, t in RECORD_FIELDS.items()):
+            raise AblateError(NOT_A_RECORD.format(path=f"{self.root}/{STUDY_FILE}",
+                                                  fields=", ".join(RECORD_FIELDS)))
+        return record
 
     def write_record(self, record: dict[str, Any]) -> None:
+        self._write_json(STUDY_FILE, record)
+
+    def read_progress(self) -> dict[str, Any] | None:
+        """``trials.json``; None when absent or not a progress record (it is informative only:
+        the next run of the study rewrites it)."""
+        try:
+            progress = self._read_json(PROGRESS_FILE)
+        except AblateError:
+            return None
+        if not isinstance(progress, dict) or not isinstance(progress.get("trials"), list):
+            return None
+        return progress
+
+    def write_progress(self, progress: dict[str, Any]) -> None:
+        self._write_json(PROGRESS_FILE, progress)
+
+    def _read_json(self, name: str) -> Any:
+        import pyarrow.fs
+
+        fs, path = self._fs()
+        info = fs.get_file_info(f"{path}/{name}")
+        if info.type == pyarrow.fs.FileType.NotFound:
+            return None
+        with fs.open_input_stream(f"{path}/{name}") as f:
+            try:
+                return json.loads(f.read().decode())
+            except ValueError:  # not UTF-8, or not JSON
+                raise AblateError(f"{self.root}/{name} is corrupt (not JSON); move it away "
+                                  f"to start the study again") from None
+
+    def _write_json(self, name: str, body: dict[str, Any]) -> None:
         fs, path = self._fs()
         fs.create_dir(path, recursive=True)
-        body = json.dumps(record, indent=2, sort_keys=True).encode()
-        tmp = f"{path}/.{STUDY_FILE}.tmp-{os.getpid()}"
+        text = json.dumps(body, indent=2, sort_keys=True).encode()
+        tmp = f"{path}/.{name}.tmp-{os.getpid()}"
         with fs.open_output_stream(tmp) as f:
-            f.write(body)
-        fs.move(tmp, f"{path}/{STUDY_FILE}")  # atomic rename on local filesystems
+            f.write(text)
+        fs.move(tmp, f"{path}/{name}")  # atomic rename on local filesystems
 
     def lock(self):
         """An exclusive lock so two drivers never run one study at once (local storage)."""

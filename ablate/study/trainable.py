@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ablate.config import apply_overrides, resolve_trial_config
+from ablate.config import resolve_trial_config
+from ablate.study.identity import identify, trial_raw_config
 
-TRIAL_INDEX = "__trial_index__"  # set by Ray's Repeater: which seed of a searched config
 SCRATCH_PREFIX = "ablate-ckpt-"  # + "<pid>-": where a checkpoint is written before Tune takes it
 
 
@@ -44,42 +44,19 @@ def sweep_stale_scratch(root: Path | None = None) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def trial_raw_config(config: dict[str, Any], plan: dict[str, Any]) -> tuple[dict, str, int]:
-    """The raw trial mapping, variant name and seed for a Tune ``config``.
-
-    Ablation trials carry ``trial_key`` (looked up in the plan); search trials carry sampled
-    values under dotted keys, plus the Repeater's index choosing the seed.
-    """
-    if "trial_key" in config:
-        entry = plan["trials"][config["trial_key"]]
-        return entry["raw"], entry["variant"], entry["seed"]
-    sampled = {k: v for k, v in config.items() if k != TRIAL_INDEX}
-    seed = plan["seeds"][int(config.get(TRIAL_INDEX, 0)) % len(plan["seeds"])]
-    raw = apply_overrides(plan["base"], sampled)
-    return {**raw, "seed": seed}, "search", seed
-
-
-def newest_persisted_state(tune_path: str, trial_id: str) -> dict[str, Any] | None:
-    """The most advanced readable checkpoint this trial persisted under ``tune_path``.
+def newest_persisted_state(tune_path: str, key: str, plan: dict[str, Any]
+                           ) -> dict[str, Any] | None:
+    """The most advanced readable checkpoint persisted under ``tune_path`` for the trial ``key``.
 
     Tune restores a trial from the checkpoint its last experiment snapshot recorded; a driver
-    killed between a checkpoint and the next snapshot would make the trial redo epochs (or
-    start over). The trial's own directory knows better. Local storage only.
+    killed between a checkpoint and the next snapshot would make the trial redo epochs, and a
+    lost snapshot would make it start over. The trial directories know better: any attempt at
+    the same trial identity counts. Local storage only.
     """
-    import json
-
+    from ablate.study.tunestate import checkpoints_of
     from ablate.train.checkpoint import load_checkpoint
-    from ablate.train.outputs import HISTORY
 
-    if "://" in tune_path:
-        return None
-    ranked = []
-    for history in Path(tune_path).glob(f"*_{trial_id}_*/checkpoint_*/{HISTORY}"):
-        try:
-            ranked.append((len(json.loads(history.read_text())), history.parent))
-        except (OSError, ValueError):
-            continue  # a checkpoint being written when the driver died
-    for _, directory in sorted(ranked, key=lambda item: item[0], reverse=True):
+    for _, directory in checkpoints_of(tune_path, key, plan):
         try:
             state = load_checkpoint(directory)
         except Exception:  # unreadable: try the next older one
@@ -87,6 +64,11 @@ def newest_persisted_state(tune_path: str, trial_id: str) -> dict[str, Any] | No
         if state is not None:
             return state
     return None
+
+
+# Per worker process: the spec's dataset -> the loaded store. Tune reuses a worker for the next
+# trial (reuse_actors), so torch, the model code and the memory-mapped store stay warm.
+_DATASETS: dict[str, Any] = {}
 
 
 def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str,
@@ -105,15 +87,18 @@ def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str,
     from ablate.train.trainer import Trainer
 
     sweep_stale_scratch()
-    raw, variant, seed = trial_raw_config(config, plan)
+    raw, _ = trial_raw_config(config, plan)
+    identity = identify(config, plan)
     trial_config = resolve_trial_config(raw)
-    trainer = Trainer(trial_config, load(resolve_dataset(dataset)))
+    if dataset not in _DATASETS:  # a reused worker keeps the store (and its train view) open
+        _DATASETS[dataset] = load(resolve_dataset(dataset))
+    trainer = Trainer(trial_config, _DATASETS[dataset])
     known = None  # the state of the checkpoint Tune restored this trial from, if any
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             known = load_checkpoint(Path(directory))
-    persisted = newest_persisted_state(tune_path, tune.get_context().get_trial_id())
+    persisted = newest_persisted_state(tune_path, identity.key, plan)
     states = [s for s in (persisted, known) if s is not None]
     if states:
         trainer.load_state_dict(max(states, key=lambda s: s["epoch"]))
@@ -123,7 +108,8 @@ def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str,
         with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as directory:
             save_checkpoint(Path(directory), trainer.state_dict())
             write_trial_outputs(Path(directory), trainer)
-            tune.report({**metrics, "epoch": trainer.epoch, "variant": variant, "seed": seed,
+            tune.report({**metrics, "epoch": trainer.epoch, "variant": identity.variant,
+                         "seed": identity.seed,
                          "epoch_seconds": seconds, "start_epoch": start_epoch},
                         checkpoint=tune.Checkpoint.from_directory(directory))
 

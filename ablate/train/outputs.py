@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from ablate.train.trainer import Trainer
 
 HISTORY = "history.json"  # per-epoch metrics, a list of {"epoch", "auc", "ap", ...}
-SCORES = "scores.npz"  # per-video test snippet scores of the last epoch, keyed by video id
+SCORES = "scores.npz"  # per-video test snippet scores of the last scored epoch, by video id
 CONFIG = "config.yaml"  # the resolved trial config
 
 
@@ -20,6 +20,7 @@ def write_trial_outputs(directory: Path, trainer: Trainer) -> None:
     import yaml
 
     (directory / HISTORY).write_text(json.dumps(trainer.history))
-    np.savez_compressed(directory / SCORES,
-                        **dict(zip(trainer.test_ids, trainer.last_scores, strict=True)))
+    if trainer.last_scores:  # test is scored every train.eval_every epochs and at the last
+        np.savez_compressed(directory / SCORES,
+                            **dict(zip(trainer.test_ids, trainer.last_scores, strict=True)))
     (directory / CONFIG).write_text(yaml.safe_dump(trainer.config.to_dict(), sort_keys=False))

@@ -1,0 +1,82 @@
+"""What Ray Tune left in a study's ``tune/`` directory, read as plain JSON (never unpickled).
+
+Two questions: can Tune restore the experiment (its ``tuner.pkl`` and a readable newest
+``experiment_state-*.json``), and which checkpoints belong to a trial. Checkpoints are matched
+by the trial's plan identity (each trial directory's ``params.json`` holds its Tune config), not
+by Ray's trial id, so a trial continues from its checkpoint even when Tune's experiment state
+was lost and Ray gave it a new id.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from pathlib import Path
+from typing import Any
+
+TUNER_FILE = "tuner.pkl"
+STATE_GLOB = "experiment_state-*.json"
+PARAMS_FILE = "params.json"
+
+
+class TuneState(enum.Enum):
+    NONE = "none"  # no Tune experiment: a fresh start
+    RESTORABLE = "restorable"
+    CORRUPT = "corrupt"  # Tune's files are there but its newest snapshot is unreadable
+
+
+def tune_state(tune_path: str) -> TuneState:
+    """Whether Tune can restore the experiment at ``tune_path`` (a path or a URI)."""
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(tune_path if "://" in tune_path
+                                              else str(Path(tune_path).resolve()))
+    if fs.get_file_info(f"{path}/{TUNER_FILE}").type == pyarrow.fs.FileType.NotFound:
+        return TuneState.NONE
+    listing = fs.get_file_info(pyarrow.fs.FileSelector(path))
+    states = sorted(i.path for i in listing
+                    if Path(i.path).name.startswith("experiment_state-")
+                    and i.path.endswith(".json"))
+    if not states:
+        return TuneState.CORRUPT
+    try:  # Tune restores from the newest by name; a truncated one fails the restore
+        with fs.open_input_stream(states[-1]) as f:
+            state = json.loads(f.read().decode())
+    except (OSError, ValueError):
+        return TuneState.CORRUPT
+    if not isinstance(state, dict) or not isinstance(state.get("trial_data"), list):
+        return TuneState.CORRUPT
+    return TuneState.RESTORABLE
+
+
+def trial_dirs_of(tune_path: str, key: str, plan: dict[str, Any]) -> list[Path]:
+    """The Tune trial directories of every attempt at the trial ``key`` (local storage only)."""
+    from ablate.errors import ConfigError
+    from ablate.study.identity import identify
+
+    if "://" in tune_path:
+        return []
+    found = []
+    for params in sorted(Path(tune_path).glob(f"*/{PARAMS_FILE}")):
+        try:
+            config = json.loads(params.read_text())
+            if isinstance(config, dict) and identify(config, plan).key == key:
+                found.append(params.parent)
+        except (OSError, ValueError, KeyError, TypeError, ConfigError):
+            continue  # unreadable, or a trial of another plan
+    return found
+
+
+def checkpoints_of(tune_path: str, key: str, plan: dict[str, Any]) -> list[tuple[int, Path]]:
+    """``(epochs, directory)`` of every readable checkpoint of the trial ``key``, most advanced
+    first (epochs: the length of the checkpoint's metric history)."""
+    from ablate.train.outputs import HISTORY
+
+    ranked = []
+    for trial_dir in trial_dirs_of(tune_path, key, plan):
+        for history in trial_dir.glob(f"checkpoint_*/{HISTORY}"):
+            try:
+                ranked.append((len(json.loads(history.read_text())), history.parent))
+            except (OSError, ValueError, TypeError):
+                continue  # a checkpoint being written when its writer died
+    return sorted(ranked, key=lambda item: item[0], reverse=True)

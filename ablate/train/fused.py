@@ -1,0 +1,593 @@
+"""Fused trials: the seeds of one model variant trained as one vectorised model.
+
+A study trains every variant with several seeds. One small model leaves a GPU launch-bound, so N
+trials of one architecture pay N times the kernel launches of one. A :class:`FusedTrainer` trains
+them in one process as one model: each step stacks the members' parameters, runs one
+``torch.func.vmap``-ed forward pass over N batches (one per member) and one backward pass;
+evaluation is vmapped over the members with each video shared. ``members_per_call`` sets how many
+members one call serves: all of them on CUDA by default, one on CPU, where a vectorised call is
+no faster (batched matrix products and N times larger activations cost what the saved calls
+gain), so that on CPU a fused trial costs what its separate trials cost.
+
+Every member keeps its identity. It is a :class:`FusedMember`, a
+:class:`~ablate.train.trainer.Trainer` of its own config holding its own model (the parameters
+that are stacked), Adam, batch RNG, dropout RNG, epoch and history; its ``state_dict()`` is a
+Trainer checkpoint, so a member resumes as a separate trial and a separate trial's checkpoint
+joins a fused one. :meth:`FusedTrainer.stop` takes a member out of the vmapped batch (an early
+stopping decision); a member whose loss fails fails alone and the others go on.
+
+Equivalence with separate trials. A member is initialised exactly as ``Trainer(config, dataset)``
+initialises it (torch's RNG seeded with its seed), draws the same batches and crops from its own
+numpy RNG (:func:`~ablate.train.trainer.epoch_batches`), and the same dropout masks: in the
+parameterless copy of the model that serves all members, each ``nn.Dropout`` multiplies by a
+given mask, which every member draws from its own generator with the calls ``nn.Dropout`` makes
+on CPU (``bernoulli_(1 - p)``, then ``div_(1 - p)``), layer by layer in the order its separate
+forward pass draws them. Its loss is its own :class:`~ablate.models.losses.Objective` on its
+slice of the output, its optimizer its own Adam. So on CPU, one member per call, a member equals
+its separate trial bit for bit. A vmapped call changes the float32 reduction order (a batched
+matrix product instead of one per model), about one ulp per forward pass: members then follow
+their separate runs to about 1e-5 over a few epochs (``tests/test_fused.py`` states the
+tolerance), and a fused run is still deterministic, so a fused trial resumed from its members'
+checkpoints repeats a straight fused run exactly. On CUDA the separate run's dropout comes from
+the fused dropout kernel's own random stream, which cannot be replayed; members draw from their
+own CUDA generators there: statistically equivalent, as bfloat16 CUDA runs are not
+bit-reproducible anyway.
+
+Design costs. Each member keeps its own Adam over its own parameters, stacked afresh each step (a
+copy of the parameters, small next to the activations). One Adam over stacked tensors would
+compute the same numbers (Adam is elementwise) but only for equal learning rates, weight decays
+and step counts, and stopping or checkpointing a member would mean slicing its state; with one
+Adam per member, members may differ in ``lr``, ``weight_decay``, ``epochs`` and the loss
+(:data:`FUSABLE`), a stopped member simply gets no gradient, and its optimizer state is the
+Trainer's. The loss runs per member on its slice of the output, because ``Objective`` reports its
+terms as Python floats, which vmap cannot trace; it is a few small kernels per member. Both costs
+grow with N on a GPU; ``benchmarks/bench_fused.py`` measures what fusion gains net of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from ablate.config import TrialConfig
+from ablate.errors import AblateError
+from ablate.models import ModelOutput
+from ablate.train.trainer import (
+    EVAL_GRAPH_BUDGET,
+    LOSS_NOT_FINITE,
+    EpochResult,
+    LossMeans,
+    Trainer,
+    TrialData,
+    _as_float,
+    autocast,
+    batch_labels,
+    epoch_batches,
+    is_test_epoch,
+    pick_device,
+    resume,
+    score_videos,
+    set_cpu_threads,
+)
+
+if TYPE_CHECKING:
+    from ablate.data import FeatureDataset
+
+FUSABLE = ("seed", "train.epochs", "train.lr", "train.weight_decay", "train.eval_every", "loss")
+"""Config keys (with everything under them) in which the members of a fused trial may differ:
+each member has its own seed, Adam, epoch count and objective. Everything else (the model, the
+batch layout, the device) is shared by the one vectorised forward pass."""
+
+NO_CONFIGS = "a fused trial needs at least one trial config"
+NOT_FUSABLE = ("config {index} cannot join a fused trial with config 0: they differ in {keys}; "
+               "members may differ only in " + ", ".join(FUSABLE))
+SAME_TRIAL = "configs {first} and {second} are the same trial; a fused trial trains each once"
+HAS_BUFFERS = ("fused training needs a model without buffers, which a vmapped forward would not "
+               "update; this one has {names}")
+DROPOUT_REUSED = ("fused training needs each dropout module to run once per forward pass; {name} "
+                  "runs {count} times")
+NOT_VECTORISABLE = ("this model variant cannot be trained fused ({problem}); train its seeds as "
+                    "separate trials")
+OBJECTIVE_FAILED = "{error} (epoch {epoch}, step {step})"
+MEMBER_FAILED = "fused member {index} (seed {seed}): {error}"
+CHECKPOINT_DIRS = "{configs} trial configs but {dirs} checkpoint directories"
+
+# A dropout layer of the vectorised model: module path, input shape, probability.
+_Dropout = tuple[str, tuple[int, ...], float]
+
+
+class FusedMember(Trainer):
+    """One trial of a fused trial: a :class:`Trainer` of its own config whose training steps the
+    :class:`FusedTrainer` runs.
+
+    Its model, objective, Adam and batch RNG are built exactly as ``Trainer(config, dataset)``
+    builds them; dropout draws from the member's own generator (torch's global RNG is left as it
+    was), and ``state_dict()`` holds that generator's state where a Trainer's holds the global
+    one, so checkpoints move freely between separate and fused trials.
+
+    Args:
+        config: The member's resolved trial config.
+        dataset: The loaded feature store.
+        data: The data views shared by all members.
+        index: The member's position in the fused trial.
+
+    Attributes:
+        index: The member's position in the fused trial.
+        stopped: Taken out of training and evaluation (:meth:`FusedTrainer.stop`, or failed).
+        error: Why the member failed (its loss was not finite or could not be computed), else
+            None.
+    """
+
+    def __init__(self, config: TrialConfig, dataset: FeatureDataset, data: TrialData,
+                 index: int) -> None:
+        cuda = data.train_set.device == "cuda"
+        with torch.random.fork_rng(devices=_cuda_devices(cuda)):
+            self._setup(config, dataset, data)  # seeds torch's RNG and initialises the model
+            self.generator = torch.Generator()
+            self.generator.set_state(torch.get_rng_state())  # where the separate run's dropout
+            # starts drawing: right after initialisation
+        self.cuda_generator = (torch.Generator(device="cuda").manual_seed(config.seed) if cuda
+                               else None)
+        self.index = index
+        self.stopped = False
+        self.error: str | None = None
+
+    @property
+    def due(self) -> bool:
+        """Whether the member trains in the next fused epoch."""
+        return not self.stopped and self.epoch < self.config.train.epochs
+
+    @property
+    def dropout_generator(self) -> torch.Generator:
+        """The generator the member's dropout masks come from, on the training device."""
+        return self.cuda_generator if self.cuda_generator is not None else self.generator
+
+    def fail(self, error: str) -> None:
+        """Records why the member failed and stops it; the other members go on."""
+        self.error = error
+        self.stopped = True
+
+    def _torch_rng_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"torch_rng": self.generator.get_state()}
+        if self.cuda_generator is not None:
+            state["cuda_rng"] = self.cuda_generator.get_state()
+        return state
+
+    def _load_torch_rng_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["torch_rng"])
+        if self.cuda_generator is not None and "cuda_rng" in state:
+            self.cuda_generator.set_state(state["cuda_rng"])
+
+    def train_epoch(self) -> dict[str, float]:
+        """One epoch of this member alone, unfused, exactly as a separate Trainer with its state
+        runs it: its generators stand in for torch's global RNG meanwhile."""
+        with torch.random.fork_rng(devices=_cuda_devices(self.cuda_generator is not None)):
+            Trainer._load_torch_rng_state(self, self._torch_rng_state())
+            try:
+                return super().train_epoch()
+            finally:
+                self._load_torch_rng_state(Trainer._torch_rng_state(self))
+
+
+class _MaskedDropout(nn.Module):
+    """``nn.Dropout`` whose mask (kept units scaled by 1 / (1 - p)) is given in the buffer
+    ``mask``: under vmap one per member, drawn by the caller from the member's own generator."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.register_buffer("mask", None, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * self.mask.to(x.dtype)  # (B, T, H), as nn.Dropout multiplies on CPU
+
+
+class FusedTrainer:
+    """Trains the seeds of one model variant as one vectorised model.
+
+    Args:
+        configs: Resolved trial configs that differ only in :data:`FUSABLE` keys (in practice:
+            one variant's seeds).
+        dataset: A loaded feature store.
+        members_per_call: Members that one vmapped forward pass serves; the members are run in
+            groups of this size. None: all of them on CUDA, one on CPU, where a vectorised call
+            is no faster (the batched kernels and N times larger activations cost what the
+            saved calls gain) and one member per call runs its separate trial's own kernels.
+
+    Raises:
+        AblateError: The configs cannot be fused (the message names the differing keys), two are
+            the same trial, or the model cannot be vectorised.
+    """
+
+    def __init__(self, configs: Sequence[TrialConfig], dataset: FeatureDataset,
+                 members_per_call: int | None = None) -> None:
+        check_fusable(configs)
+        if members_per_call is not None and members_per_call < 1:
+            raise ValueError(f"members_per_call must be >= 1, got {members_per_call}")
+        opts = configs[0].train
+        self.device = pick_device(opts.device)
+        if self.device == "cpu":
+            set_cpu_threads(opts.threads)
+        self.dataset = dataset
+        self.amp = opts.amp
+        self.data = TrialData(dataset, opts, self.device)
+        self.members = [FusedMember(config, dataset, self.data, i)
+                        for i, config in enumerate(configs)]
+        if members_per_call is None:
+            members_per_call = len(configs) if self.device == "cuda" else 1
+        self.members_per_call = members_per_call
+        model = self.members[0].model
+        buffers = [name for name, _ in model.named_buffers()]
+        if buffers:
+            raise AblateError(HAS_BUFFERS.format(names=", ".join(buffers)))
+        self._names = [name for name, _ in model.named_parameters()]
+        self._params = {m.index: list(m.model.parameters()) for m in self.members}
+        batch = (opts.batch_size, opts.segments, dataset.dim)
+        self._template, self._dropout = _vectorised(model, batch)
+        # Evaluation records CoMo's attention graphs; they are captured as outputs (vmap cannot
+        # reduce them to floats) and handed to each member's own CoMo afterwards (see _score).
+        self._graphs: list[tuple[str, torch.Tensor]] = []
+        como = getattr(self._template, "como", None)
+        if como is not None and hasattr(como, "_record_entropy"):
+            como._record_entropy = lambda relation, adj: self._graphs.append((relation, adj))
+        self._train_vmap = vmap(lambda *args: _fields(self._train_call(*args)),
+                                randomness="error")  # vmap returns tensors, not ModelOutput
+        self._eval_vmap = vmap(self._eval_call, in_dims=(0, None), randomness="error")
+
+    # -- members -----------------------------------------------------------------------------
+
+    @property
+    def active(self) -> list[int]:
+        """Indices of the members still to train: not stopped, not failed, epochs left."""
+        return [m.index for m in self.members if m.due]
+
+    def stop(self, member: int) -> None:
+        """Takes a member out of training and evaluation for good (e.g. a scheduler stopped its
+        trial): its parameters, optimizer and RNG states stay as they are, so its
+        ``state_dict()`` resumes it later, fused or alone."""
+        self.members[member].stopped = True
+
+    # -- training ----------------------------------------------------------------------------
+
+    def epochs(self) -> Iterator[dict[int, EpochResult]]:
+        """Trains every active member one epoch at a time until none is left, yielding each
+        epoch's results by member index; a member that failed in the epoch or was stopped before
+        it is absent. Members may be at different epochs (resumed from different checkpoints);
+        each stops at its own ``train.epochs``. ``seconds`` is the fused epoch's wall time."""
+        while True:
+            members = [m for m in self.members if m.due]
+            if not members:
+                return
+            start = time.perf_counter()
+            losses = self._train_epoch(members)
+            members = [m for m in members if m.error is None]
+            if not members:
+                continue
+            tested = [m for m in members if is_test_epoch(m.epoch + 1, m.config.train)]
+            metrics = self._evaluate(members, tested)
+            seconds = time.perf_counter() - start
+            yield {m.index: m._end_epoch(losses[m.index], metrics[m.index], seconds)
+                   for m in members}
+
+    def train_epoch(self) -> dict[int, dict[str, float]]:
+        """One epoch of every active member; each one's mean loss terms, by member index (a
+        member that fails meanwhile is absent and carries its ``error``)."""
+        members = [m for m in self.members if m.due]
+        losses = self._train_epoch(members)
+        return {m.index: losses[m.index] for m in members if m.error is None}
+
+    def evaluate(self, test: bool = True) -> dict[int, dict[str, float]]:
+        """:meth:`Trainer.evaluate` of every member not stopped, by member index."""
+        members = [m for m in self.members if not m.stopped]
+        return self._evaluate(members, members if test else [])
+
+    def _train_epoch(self, members: list[FusedMember]) -> dict[int, dict[str, float]]:
+        if not members:
+            return {}
+        half = members[0].config.train.batch_size // 2
+        labels = batch_labels(half, self.device)
+        data = self.data
+        means = {m.index: LossMeans() for m in members}
+        draws = [epoch_batches(m.rng, data.abnormal, data.normal, half, data.train_set.crops)
+                 for m in members]
+        self._template.train()
+        for step, batches in enumerate(zip(*draws, strict=True)):
+            live = [(m, batch) for m, batch in zip(members, batches, strict=True)
+                    if m.error is None]
+            if not live:
+                break
+            videos = np.concatenate([videos for _, (videos, _) in live])
+            crops = np.concatenate([crops for _, (_, crops) in live])
+            x = data.train_set.batch(videos, crops)  # (N * B, S, D): one gather for all
+            x = x.view(len(live), -1, *x.shape[1:])  # (N, B, S, D)
+            for m, value, terms in self._step([m for m, _ in live], x, labels, step):
+                means[m.index].add(value, terms)
+        return {index: meter.means() for index, meter in means.items() if meter.steps}
+
+    def _step(self, members: list[FusedMember], x: torch.Tensor, labels: torch.Tensor,
+              step: int) -> list[tuple[FusedMember, float, dict[str, float]]]:
+        """One Adam step of every member on its own batch ``x[i]`` (N, B, S, D).
+
+        Returns:
+            (member, loss, loss terms) of the members that stepped; a member whose loss is not
+            finite or cannot be computed fails instead, as its separate trial would have.
+        """
+        with autocast(self.device, self.amp):
+            outputs = self._forward(members, x)
+        computed = []
+        for m, out in zip(members, outputs, strict=True):
+            m.optimizer.zero_grad(set_to_none=True)
+            try:  # losses in float32, as the Trainer computes them
+                loss, terms = m.objective(_as_float(out), labels)
+            except RuntimeError as exc:  # e.g. BCE refusing NaN scores: this member's failure
+                m.fail(OBJECTIVE_FAILED.format(error=exc, epoch=m.epoch + 1, step=step + 1))
+                continue
+            computed.append((m, loss, terms))
+        if not computed:
+            return []
+        values = torch.stack([loss for _, loss, _ in computed]).detach().cpu().tolist()  # 1 sync
+        stepped = []
+        for (m, loss, terms), value in zip(computed, values, strict=True):
+            if math.isfinite(value):
+                stepped.append((m, loss, value, terms))
+            else:
+                m.fail(LOSS_NOT_FINITE.format(loss=value, epoch=m.epoch + 1, step=step + 1))
+        if stepped:
+            # Members are independent: the sum's gradient is each member's own loss gradient.
+            torch.stack([loss for _, loss, _, _ in stepped]).sum().backward()
+            for m, _, _, _ in stepped:
+                m.optimizer.step()
+        for m in members:
+            if m.error is not None:
+                m.optimizer.zero_grad(set_to_none=True)  # drops a failed slice's gradient
+        return [(m, value, terms) for m, _, value, terms in stepped]
+
+    def _forward(self, members: list[FusedMember], x: torch.Tensor) -> list[ModelOutput]:
+        """Each member's training forward pass on its batch ``x[i]`` (N, B, S, D), in groups of
+        ``members_per_call`` members, each group one vmapped call."""
+        outputs: list[ModelOutput] = []
+        masks = self._masks(members)  # (N, B, T, H) per dropout layer
+        for start in range(0, len(members), self.members_per_call):
+            group = members[start:start + self.members_per_call]
+            part = slice(start, start + len(group))
+            group_masks = {name: mask[part] for name, mask in masks.items()}
+            if len(group) == 1:  # a plain call: the separate trial's own kernels
+                only = {name: mask[0] for name, mask in group_masks.items()}
+                outputs.append(self._train_call(self._own(group[0]), only, x[start]))
+                continue
+            with _vectorising():
+                scores, features, extras = self._train_vmap(
+                    self._stack(group), group_masks, x[part])  # (n, B, T), (n, B, T, H)
+            outputs += [ModelOutput(scores[i], features[i], {k: v[i] for k, v in extras.items()})
+                        for i in range(len(group))]
+        return outputs
+
+    def _train_call(self, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                    x: torch.Tensor) -> ModelOutput:
+        return functional_call(self._template, (params, masks), (x,))
+
+    def _own(self, member: FusedMember) -> dict[str, torch.Tensor]:
+        """A member's own parameters by name, for a call that serves it alone."""
+        return dict(zip(self._names, self._params[member.index], strict=True))
+
+    def _stack(self, members: list[FusedMember]) -> dict[str, torch.Tensor]:
+        """The members' parameters stacked on a new first dim, (N, ...) each; differentiable,
+        so gradients reach each member's own parameters."""
+        columns = zip(*(self._params[m.index] for m in members), strict=True)
+        return {name: torch.stack(column) for name, column in zip(self._names, columns,
+                                                                    strict=True)}
+
+    def _masks(self, members: list[FusedMember]) -> dict[str, torch.Tensor]:
+        """Each dropout layer's masks, (N, B, T, H): every member draws its layers in the order
+        its separate forward pass does, from its own generator."""
+        masks = {name: torch.empty((len(members), *shape), device=self.device)
+                 for name, shape, _ in self._dropout}
+        for i, m in enumerate(members):
+            for name, _, p in self._dropout:
+                masks[name][i].bernoulli_(1 - p, generator=m.dropout_generator)
+        for name, _, p in self._dropout:
+            masks[name].div_(1 - p)
+        return {f"{name}.mask": mask for name, mask in masks.items()}
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def _evaluate(self, members: list[FusedMember],
+                  tested: list[FusedMember]) -> dict[int, dict[str, float]]:
+        """Validation metrics of ``members`` and test metrics of ``tested`` (a subset), in the
+        order a Trainer's evaluate scores them: test, then validation."""
+        if not members:
+            return {}
+        gates: dict[int, list[np.ndarray]] = {m.index: [] for m in members}
+        if tested:
+            scores, test_gates = self._score(tested, self.data.test_ids)
+            for i, m in enumerate(tested):
+                m.last_scores = [s[i] for s in scores]
+                gates[m.index] = [g[i] if g.size else g for g in test_gates]
+        val: list[np.ndarray] = []
+        if len(self.data.val_ids):
+            val, _ = self._score(members, self.data.val_ids)
+        return {m.index: m._metrics(gates[m.index], [s[i] for s in val], m in tested)
+                for i, m in enumerate(members)}
+
+    def _score(self, members: list[FusedMember],
+               video_ids: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """:func:`score_videos` of every member at once: arrays (N, T) per video."""
+        with torch.no_grad():
+            stacked = self._stack(members) if self.members_per_call > 1 else {}
+        comos = [getattr(m.model, "como", None) for m in members]
+        self._template.eval()
+        for m in members:
+            m.model.eval()
+
+        def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            g, t = x.shape[0], x.shape[1]  # x: (g, T, D), shared by the members
+            # Groups small enough that n x g x T x T graph elements stay within the budget.
+            size = min(self.members_per_call, max(1, EVAL_GRAPH_BUDGET // max(1, g * t * t)))
+            scores, gates = [], []
+            for start in range(0, len(members), size):
+                n = min(size, len(members) - start)
+                if n == 1:  # the member's own model, as its separate trial calls it (no dropout)
+                    own = members[start].model(x)
+                    gate = own.extras.get("clav_gate")
+                    scores.append(own.scores[None])  # (1, g, T)
+                    gates.append(None if gate is None else gate[None])
+                    continue
+                part = {name: value[start:start + n] for name, value in stacked.items()}
+                self._graphs.clear()
+                with _vectorising():
+                    out, graphs = self._eval_vmap(part, x)  # (n, g, T); (n, g, T, T)
+                # Each member's CoMo records its own graphs, as its separate forward would.
+                for (relation, _), adj in zip(self._graphs, graphs, strict=True):
+                    for j, como in enumerate(comos[start:start + n]):
+                        como._record_entropy(relation, adj[j])
+                self._graphs.clear()
+                scores.append(out["scores"])
+                gates.append(out.get("gate"))
+            gate = torch.cat(gates) if gates[0] is not None else None
+            return torch.cat(scores), gate  # (N, g, T) each
+
+        return score_videos(self.dataset, video_ids, forward, self.device, self.amp)
+
+    def _eval_call(self, params: dict[str, torch.Tensor],
+                   x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        out = functional_call(self._template, params, (x,))
+        result = {"scores": out.scores}
+        if "clav_gate" in out.extras:
+            result["gate"] = out.extras["clav_gate"]
+        return result, [adj for _, adj in self._graphs]
+
+
+def check_fusable(configs: Sequence[TrialConfig]) -> None:
+    """Refuses configs that cannot train as one fused trial.
+
+    Raises:
+        AblateError: No configs; two configs differ in keys outside :data:`FUSABLE` (the message
+            names them, dotted); or two configs are the same trial.
+    """
+    if not configs:
+        raise AblateError(NO_CONFIGS)
+    first = _flatten(configs[0].to_dict())
+    for index, config in enumerate(configs):
+        flat = _flatten(config.to_dict())
+        keys = sorted(k for k in first.keys() | flat.keys()
+                      if first.get(k, _MISSING) != flat.get(k, _MISSING) and not _fusable(k))
+        if keys:
+            raise AblateError(NOT_FUSABLE.format(index=index, keys=", ".join(keys)))
+        if config in configs[:index]:
+            raise AblateError(SAME_TRIAL.format(first=configs.index(config), second=index))
+
+
+def run_fused(configs: Sequence[TrialConfig], dataset: FeatureDataset,
+              checkpoint_dirs: Sequence[Path],
+              on_epoch: Callable[[int, EpochResult], None] | None = None,
+              members_per_call: int | None = None) -> FusedTrainer:
+    """Trains fused trials to completion, each member checkpointing every epoch into its own
+    directory and resuming from it if possible (members may resume at different epochs).
+
+    Args:
+        configs: The members' configs (see :class:`FusedTrainer`).
+        dataset: A loaded feature store.
+        checkpoint_dirs: One directory per config, as :func:`~ablate.train.trainer.run_trial`
+            uses it: a member's directory is interchangeable with a separate trial's.
+        on_epoch: Called with the member index and its result after each member's epoch.
+        members_per_call: See :class:`FusedTrainer`.
+
+    Raises:
+        AblateError: As :class:`FusedTrainer`; a checkpoint of another config; after the others
+            finished, any member whose loss was not finite (each named with its seed).
+    """
+    from ablate.train.checkpoint import save_checkpoint
+
+    if len(checkpoint_dirs) != len(configs):
+        raise ValueError(CHECKPOINT_DIRS.format(configs=len(configs), dirs=len(checkpoint_dirs)))
+    fused = FusedTrainer(configs, dataset, members_per_call)
+    for member, directory in zip(fused.members, checkpoint_dirs, strict=True):
+        resume(member, directory)
+    for results in fused.epochs():
+        for index, result in results.items():
+            save_checkpoint(checkpoint_dirs[index], fused.members[index].state_dict())
+            if on_epoch is not None:
+                on_epoch(index, result)
+    failed = [MEMBER_FAILED.format(index=m.index, seed=m.config.seed, error=m.error)
+              for m in fused.members if m.error is not None]
+    if failed:
+        raise AblateError("; ".join(failed))
+    return fused
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys: {"train": {"lr": 1}} -> {"train.lr": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _fusable(key: str) -> bool:
+    return any(key == allowed or key.startswith(f"{allowed}.") for allowed in FUSABLE)
+
+
+def _fields(out: ModelOutput) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    return out.scores, out.features, out.extras
+
+
+def _cuda_devices(cuda: bool) -> list[int]:
+    """The devices whose RNG ``torch.random.fork_rng`` must save: the current GPU on CUDA."""
+    return [torch.cuda.current_device()] if cuda else []
+
+
+@contextlib.contextmanager
+def _vectorising() -> Iterator[None]:
+    """Turns vmap's refusals (data-dependent control flow, randomness other than the dropout
+    handled here) into an error that says what to do."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if "vmap" not in str(exc):
+            raise
+        raise AblateError(NOT_VECTORISABLE.format(problem=str(exc).splitlines()[0])) from exc
+
+
+def _vectorised(model: nn.Module, batch: tuple[int, ...]) -> tuple[nn.Module, list[_Dropout]]:
+    """A parameterless copy of ``model`` for ``functional_call``, its ``nn.Dropout`` layers
+    replaced by :class:`_MaskedDropout`, and those layers in the order a training forward pass
+    of a batch of shape ``batch`` (B, T, D) calls them, with their input shapes."""
+    template = copy.deepcopy(model).to("meta")
+    calls: list[_Dropout] = []
+    hooks = [module.register_forward_pre_hook(
+        lambda module, args, name=name: calls.append((name, tuple(args[0].shape), module.p)))
+        for name, module in template.named_modules() if isinstance(module, nn.Dropout)]
+    template.train()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # a meta pass, to be safe
+        template(torch.empty(batch, device="meta"))
+    for hook in hooks:
+        hook.remove()
+    names = [name for name, _, _ in calls]
+    for name in names:
+        if names.count(name) > 1:
+            raise AblateError(DROPOUT_REUSED.format(name=name, count=names.count(name)))
+    for name, module in list(template.named_modules()):
+        if isinstance(module, nn.Dropout):
+            parent, _, child = name.rpartition(".")
+            setattr(template.get_submodule(parent), child, _MaskedDropout(module.p))
+    return template, [(name, shape, p) for name, shape, p in calls if p > 0]

@@ -1,0 +1,145 @@
+"""A trial's identity comes from the plan, never from Ray: the same (variant, seed, resolved
+config) finds the same MLflow run and the same checkpoints, and what Tune is given when its
+state is gone is decided from MLflow (real SQLite stores, real Tune-shaped directories)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ablate.errors import AblateError
+from ablate.study.adopt import plan_attempt
+from ablate.study.identity import identify
+from ablate.study.plan import expand
+from ablate.study.runner import build_plan
+from ablate.study.spec import parse_spec
+from ablate.study.tunestate import TuneState, checkpoints_of, tune_state
+
+ABLATION = {"name": "ident", "base": "full", "seeds": [0, 1],
+            "ablation": {"design": "leave_one_out", "axes": {"model.como.type": ["none"]}}}
+SEARCH = {"name": "srch", "base": "full", "seeds": [0, 1],
+          "search": {"num_samples": 4, "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}}
+
+
+def _plan(raw: dict) -> tuple[dict, list[str]]:
+    spec = parse_spec(raw)
+    trials = expand(spec)
+    return build_plan(spec, trials), [t.key for t in trials]
+
+
+def test_ablation_trials_are_their_plan_keys() -> None:
+    plan, keys = _plan(ABLATION)
+    assert keys == ["base/seed0", "base/seed1", "como=none/seed0", "como=none/seed1"]
+    ident = identify({"trial_key": "como=none/seed1"}, plan)
+    assert (ident.key, ident.variant, ident.seed) == ("como=none/seed1", "como=none", 1)
+    assert ident.config_hash == plan["trials"]["como=none/seed1"]["hash"]
+
+
+def test_search_trials_are_named_by_their_config_and_seed() -> None:
+    plan, _ = _plan(SEARCH)
+    a = identify({"train.lr": 0.001, "__trial_index__": 0}, plan)
+    assert a == identify({"train.lr": 0.001, "__trial_index__": 0}, plan)  # any Ray trial id
+    assert a.key == f"{a.variant}/seed0" and a.variant.startswith("cfg-")
+    other_seed = identify({"train.lr": 0.001, "__trial_index__": 1}, plan)
+    assert other_seed.variant == a.variant and other_seed.key.endswith("/seed1")
+    assert identify({"train.lr": 0.002, "__trial_index__": 0}, plan).variant != a.variant
+
+
+def _trial_dir(tune: Path, name: str, key: str, epochs: list[int]) -> Path:
+    directory = tune / name
+    directory.mkdir(parents=True)
+    (directory / "params.json").write_text(json.dumps({"trial_key": key}))
+    for epoch in epochs:
+        ckpt = directory / f"checkpoint_{epoch - 1:06d}"
+        ckpt.mkdir()
+        (ckpt / "history.json").write_text(json.dumps([{"epoch": e} for e in
+                                                       range(1, epoch + 1)]))
+    return directory
+
+
+def test_checkpoints_are_found_by_identity_across_ray_trial_ids(tmp_path: Path) -> None:
+    plan, _ = _plan(ABLATION)
+    tune = tmp_path / "tune"
+    old = _trial_dir(tune, "train_trial_aaaaa_00000_0_old", "base/seed0", [1, 2])
+    _trial_dir(tune, "train_trial_bbbbb_00000_0_new", "base/seed0", [1])
+    _trial_dir(tune, "train_trial_aaaaa_00001_1_other", "como=none/seed0", [1, 2, 3])
+    (tune / "train_trial_ccccc_00000_0_junk").mkdir()
+    (tune / "train_trial_ccccc_00000_0_junk" / "params.json").write_text("{not json")
+    found = checkpoints_of(str(tune), "base/seed0", plan)
+    assert [(epochs, path.parent) for epochs, path in found][0] == (2, old)
+    assert sorted(e for e, _ in found) == [1, 1, 2]
+
+
+def test_tune_state_is_read_without_unpickling(tmp_path: Path) -> None:
+    tune = tmp_path / "tune"
+    assert tune_state(str(tune)) is TuneState.NONE
+    tune.mkdir()
+    (tune / "tuner.pkl").write_bytes(b"not read")
+    assert tune_state(str(tune)) is TuneState.CORRUPT  # no snapshot at all
+    (tune / "experiment_state-2026-01-01_00-00-00.json").write_text(
+        json.dumps({"trial_data": [], "runner_data": "80"}))
+    assert tune_state(str(tune)) is TuneState.RESTORABLE
+    newer = tune / "experiment_state-2026-01-02_00-00-00.json"
+    newer.write_text('{"trial_data": [["{\\"stub\\"')  # truncated mid-write
+    assert tune_state(str(tune)) is TuneState.CORRUPT
+
+
+@pytest.fixture
+def tracked(tmp_path: Path):
+    """An MLflow study with base/seed0 FINISHED and como=none/seed0 cut short after 2 epochs."""
+    from ablate.study.identity import TrialIdentity
+    from ablate.study.tracking import StudyTracker, connect, trial_runs
+
+    client = connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = StudyTracker(client, "ident", "hash")
+    done = tracker.child(TrialIdentity("base/seed0", "base", 0, "h0"), "t0", {"seed": 0})
+    tracker.log_epochs(done, [{"epoch": e, "loss": 1.0 / e} for e in (1, 2, 3)])
+    tracker.finish(done, {})
+    cut = tracker.child(TrialIdentity("como=none/seed0", "como=none", 0, "h1"), "t1",
+                        {"seed": 0})
+    tracker.log_epochs(cut, [{"epoch": e, "loss": 1.0 / e} for e in (1, 2)])
+    tracker.stop(cut, "KILLED")
+    return client, trial_runs(client, "ident"), cut
+
+
+def test_lost_ray_state_adopts_finished_and_resumes_covered_trials(tracked,
+                                                                   tmp_path: Path) -> None:
+    client, runs, _ = tracked
+    plan, keys = _plan(ABLATION)
+    tune = tmp_path / "runs" / "ident" / "tune"
+    _trial_dir(tune, "train_trial_aaaaa_00001_1_x", "como=none/seed0", [1, 2])
+    attempt = plan_attempt("ident", keys, runs, TuneState.CORRUPT, str(tune), plan, client)
+    assert not attempt.restore
+    assert attempt.keys == ("base/seed1", "como=none/seed0", "como=none/seed1")
+    assert attempt.note == (f"Ray's state under {tune} is unreadable: 1 finished trial(s) "
+                            f"adopted from MLflow, 3 to run (from their checkpoints where they "
+                            f"have some)")
+    assert plan_attempt("ident", keys, runs, TuneState.RESTORABLE, str(tune), plan,
+                        client).restore
+
+
+def test_lost_checkpoints_of_logged_epochs_are_refused(tracked, tmp_path: Path) -> None:
+    client, runs, cut = tracked
+    plan, keys = _plan(ABLATION)
+    tune = tmp_path / "elsewhere" / "ident" / "tune"
+    with pytest.raises(AblateError) as error:
+        plan_attempt("ident", keys, runs, TuneState.NONE, str(tune), plan, client)
+    assert str(error.value) == (
+        f"study 'ident': Ray's state under {tune} is gone, and 1 unfinished trial(s) logged "
+        f"epochs that no checkpoint covers: como=none/seed0 (run {cut}, 2 epoch(s) logged); "
+        f"delete their MLflow runs (mlflow runs delete --run-id ID) to train them again from "
+        f"scratch, or run the spec as a new study with --name NEW_NAME")
+
+
+def test_a_search_without_its_ray_state_is_refused_once_it_has_trials(tracked,
+                                                                      tmp_path: Path) -> None:
+    client, runs, _ = tracked
+    plan, _ = _plan(SEARCH)
+    tune = tmp_path / "tune"
+    assert not plan_attempt("srch", None, {}, TuneState.NONE, str(tune), plan, client).restore
+    with pytest.raises(AblateError, match=r"^study 'srch': Ray's state under .* is gone, and a "
+                                          r"search cannot continue without it .* while MLflow "
+                                          r"holds 2 of its trials; "):
+        plan_attempt("srch", None, runs, TuneState.NONE, str(tune), plan, client)
