@@ -26,7 +26,8 @@ METRICS = ("auc", "ap", "ap_sklearn")
 EPOCH_METRICS = (*METRICS, "loss")
 """What a trial logs after every epoch: the metrics and the mean training loss."""
 
-METRIC_LABELS = dict(zip(METRICS, ("AUC", "AP", "AP (sklearn)"), strict=True))
+METRIC_LABELS = {**dict(zip(METRICS, ("AUC", "AP", "AP (sklearn)"), strict=True)),
+                 "val_auc": "val AUC", "val_ap": "val AP"}
 """How reports and plots name each metric."""
 
 LENGTH_MISMATCH = (

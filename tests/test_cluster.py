@@ -34,6 +34,7 @@ import pytest
 from tests.studykit import (
     assert_study_complete,
     results,
+    run,
     start,
     study_env,
     trial_dirs,
@@ -267,6 +268,17 @@ def test_run_attaches_to_a_ray_start_cluster_with_its_token(tmp_path: Path) -> N
         assert status == 0, driver.output()[-3000:]
         assert "study 'attach': 2/2 trials done, 0 failed" in driver.output()
         assert_study_complete(uri, tmp_path / "runs" / "attach", 2)
+        # A machine without the token is told so at once, before anything is written.
+        (tmp_path / "bare").mkdir()
+        bare = run(["run", str(spec), "--address", f"127.0.0.1:{port}", "--name", "bare",
+                    "--storage", str(tmp_path / "runs"), "--tracking-uri", uri],
+                   tmp_path, {**env, "HOME": str(tmp_path / "bare")}, timeout=120)
+        assert bare.returncode == 1
+        assert bare.stderr == (f"error: the Ray cluster at 127.0.0.1:{port} checks a token and "
+                               f"this machine has none; copy the token of its head "
+                               f"(~/.ray/auth_token there) to ~/.ray/auth_token here, or set "
+                               f"RAY_AUTH_TOKEN\n")
+        assert not (tmp_path / "runs" / "bare").exists()
     finally:
         _end_session(head)
         subprocess.run(["rm", "-rf", ray_tmp], check=False)

@@ -151,7 +151,8 @@ def test_status_of_a_search_counts_its_planned_trials(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         f"study 'hpo' at {tmp_path}/hpo (spec abc, search of 16 samples x 2 seed(s) = 32 "
-        f"planned trials; dataset synthetic)", "no trial has started yet"]
+        f"planned trials; dataset synthetic)",
+        "no progress recorded yet (ablate run records it in trials.json as trials run)"]
 
 
 def test_a_new_tracking_store_prints_no_mlflow_chatter(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from ablate.errors import AblateError
+
 DEFAULT_STORAGE = "runs"
 INTERRUPTED = "interrupted: study '{name}' stopped{done}; run the same command to resume"
 # How the driver runs Tune: frequent experiment snapshots (a stopped driver loses little), and
@@ -16,21 +18,22 @@ RUN_ENVIRONMENT = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0"}
 
 
 def use_cluster_token(address: str | None) -> None:
-    """Sends Ray's token when connecting to a cluster by address.
+    """Sends Ray's token when the cluster at ``address`` checks one (see
+    :func:`ablate.study.raycluster.token_check`); an explicit ``RAY_AUTH_MODE`` is left alone.
 
-    ``ray start`` (Ray 2.60) protects a cluster with the token in ``~/.ray/auth_token`` (or
-    ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``) whenever one exists, but a driver given an
-    address sends it only with ``RAY_AUTH_MODE=token``. A cluster without authentication
-    accepts a driver that sends one, so with a token at hand it is always sent; an explicit
-    ``RAY_AUTH_MODE`` is left alone.
+    Raises:
+        AblateError: The cluster checks a token this machine does not have.
     """
+    from ablate.study.raycluster import RAY_TOKEN, TokenCheck, token_check
+
     if not address or address in ("local", "auto") or "RAY_AUTH_MODE" in os.environ:
         return
-    # Where Ray looks for the token, read here: Ray caches its auth mode when first imported,
-    # so the mode must be set before anything imports it.
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if os.environ.get("RAY_AUTH_TOKEN") or path.is_file():
+    check = token_check(address)
+    if check is TokenCheck.ACCEPTED:
         os.environ["RAY_AUTH_MODE"] = "token"
+    elif check in (TokenCheck.MISSING, TokenCheck.REFUSED):
+        which = "none" if check is TokenCheck.MISSING else "another one"
+        raise AblateError(RAY_TOKEN.format(address=address, which=which))
 
 
 def _load(spec_file: Path, name: str | None):
@@ -95,6 +98,10 @@ def run(spec_file: Path, dry_run: bool, storage: str, tracking_uri: str | None,
         return
     for key, value in RUN_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    if spec.search is not None:  # OptunaSearch announces its in-memory study at INFO
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     use_cluster_token(address or os.environ.get("RAY_ADDRESS"))
     from ablate.study.runner import run_study
 

@@ -46,8 +46,10 @@ def train(config_or_preset: str, data_dir: Path | None, out_dir: Path, seed: int
 
     def report(result) -> None:
         m = result.metrics
-        click.echo(f"epoch {result.epoch:>3}/{total}  loss {m['loss']:.4f}  auc {m['auc']:.4f}  "
-                   f"ap {m['ap']:.4f}  ({result.seconds:.1f}s)")
+        shown = [f"loss {m['loss']:.4f}"]
+        shown += [f"{name} {m[name]:.4f}" for name in ("val_auc", "auc", "ap") if name in m]
+        click.echo(f"epoch {result.epoch:>3}/{total}  {'  '.join(shown)}  "
+                   f"({result.seconds:.1f}s)")
 
     trainer = run_trial(config, dataset, out_dir, on_epoch=report)
     if not trainer.history:

@@ -130,10 +130,18 @@ def ablation_cells(report: Report) -> tuple[list[str], list[list[str]]]:
 
 def config_cells(report: Report) -> tuple[list[str], list[list[str]]]:
     """Header and text cells of a search's best-configurations table."""
-    header = ["#", *report.search_params, "n", "AUC (%)", "AP (%)"]
+    shown = _shown_metrics(report)
+    header = ["#", *report.search_params, "n", *(f"{METRIC_LABELS[m]} (%)" for m in shown)]
     rows = [[str(c.rank), *(short_value(c.params[k]) for k in report.search_params), str(c.n),
-             mean_std(c.stats["auc"]), mean_std(c.stats["ap"])] for c in report.configs]
+             *(mean_std(c.stats[m]) for m in shown)] for c in report.configs]
     return header, rows
+
+
+def _shown_metrics(report: Report) -> list[str]:
+    """A search's metric columns: what it selected on (validation, unless the spec selected on
+    test), then the test AUC and AP it reports."""
+    test = ["auc", "ap"]
+    return test if report.metric in test else [report.metric, *test]
 
 
 def trial_cells(report: Report) -> tuple[list[str], list[list[str]]]:
@@ -141,7 +149,9 @@ def trial_cells(report: Report) -> tuple[list[str], list[list[str]]]:
     sign = -1.0 if report.mode == "max" else 1.0
     ranked = sorted(report.search_trials,
                     key=lambda r: sign * r.metrics.get(report.metric, -sign * float("inf")))
-    header = ["#", "trial", "epochs", *report.search_params, "AUC (%)", "AP (%)"]
+    shown = _shown_metrics(report)
+    header = ["#", "trial", "epochs", *report.search_params,
+              *(f"{METRIC_LABELS[m]} (%)" for m in shown)]
     rows = []
     for i, run in enumerate(ranked, start=1):
         epochs = DASH if run.final_epoch is None else str(run.final_epoch)
@@ -149,7 +159,7 @@ def trial_cells(report: Report) -> tuple[list[str], list[list[str]]]:
             epochs += " (stopped)"
         rows.append([str(i), run.key, epochs,
                      *(short_value(run.params.get(k, DASH)) for k in report.search_params),
-                     pct(run.metrics.get("auc")), pct(run.metrics.get("ap"))])
+                     *(pct(run.metrics.get(m)) for m in shown)])
     return header, rows
 
 
@@ -178,7 +188,8 @@ def markdown(report: Report) -> str:
         header, rows = config_cells(report)
         lines += [f"## Best configurations (by mean {report.metric})", ""]
         lines += _md_table(header, rows, ["r"] + ["l"] * len(report.search_params) +
-                           ["r"] * 3) if rows else ["No finished trials yet."]
+                           ["r"] * (1 + len(_shown_metrics(report)))) if rows else [
+            "No finished trials yet."]
         lines += ["", "## Parameter importances (fANOVA)", ""]
         if report.importances:
             lines += _md_table(["parameter", "importance"],
@@ -190,7 +201,7 @@ def markdown(report: Report) -> str:
         if rows:
             lines += ["", "## All trials", ""]
             lines += _md_table(header, rows, ["r", "l", "r"] + ["l"] * len(report.search_params)
-                               + ["r", "r"])
+                               + ["r"] * len(_shown_metrics(report)))
     else:
         lines += _md_table(ABLATION_HEADER, [row_cells(r) for r in report.rows],
                            ["r", "l", "r", "r", "r", "r", "r", "r", "r"])

@@ -36,7 +36,7 @@ LOST_CHECKPOINTS = ("study '{study}': Ray's state under {path} is {state}, and {
                     "MLflow runs (mlflow runs delete --run-id ID) to train them again from "
                     "scratch, or run the spec as a new study with --name NEW_NAME")
 ADOPTED = ("Ray's state under {path} is {state}: {adopted} finished trial(s) adopted from "
-           "MLflow, {todo} to run (from their checkpoints where they have some)")
+           "MLflow, {todo}")
 STATE_WORDS = {TuneState.NONE: "gone", TuneState.CORRUPT: "unreadable"}
 
 
@@ -100,6 +100,8 @@ def plan_attempt(study: str, planned: list[str] | None, runs: dict[str, Any], st
         raise AblateError(LOST_CHECKPOINTS.format(n=len(lost), trials=", ".join(lost), **words))
     todo = tuple(k for k in planned
                  if k not in runs or runs[k].info.status != "FINISHED")
-    note = ADOPTED.format(adopted=len(planned) - len(todo), todo=len(todo), **words)
+    rest = (f"{len(todo)} to run (from their checkpoints where they have some)" if todo
+            else "nothing to run")
+    note = ADOPTED.format(adopted=len(planned) - len(todo), todo=rest, **words)
     return Attempt(restore=False, keys=todo,
                    note=note if any(k in runs for k in planned) else "")

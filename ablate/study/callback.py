@@ -237,9 +237,13 @@ def finalize_trial(ctx: StudyContext, trial_id: str, config: dict[str, Any],
         ckpt = Path(directory)
         history = json.loads((ckpt / outputs.HISTORY).read_text())
         ctx.tracker.log_epochs(run_id, history)
-        plot = Path(scratch) / "roc_pr.png"
-        key = ctx.identity(config).key
-        write_roc_pr_plot(ckpt / outputs.SCORES, ctx.gt, ctx.frames_per_snippet, plot, title=key)
+        artifacts: dict[str, Path] = {"": ckpt / outputs.CONFIG}
+        if (ckpt / outputs.SCORES).exists():  # absent when stopped before test was first scored
+            plot = Path(scratch) / "roc_pr.png"
+            key = ctx.identity(config).key
+            write_roc_pr_plot(ckpt / outputs.SCORES, ctx.gt, ctx.frames_per_snippet, plot,
+                              title=key)
+            artifacts |= {"scores": ckpt / outputs.SCORES, "plots": plot}
         final_dir = Path(scratch) / "checkpoint"
         final_dir.mkdir()
         (final_dir / "checkpoint.pt").symlink_to(ckpt / "checkpoint.pt")
@@ -247,8 +251,7 @@ def finalize_trial(ctx: StudyContext, trial_id: str, config: dict[str, Any],
         last = history[-1]["epoch"] if history else 0
         ctx.tracker.finish(
             run_id,
-            {"": ckpt / outputs.CONFIG, "scores": ckpt / outputs.SCORES, "plots": plot,
-             "checkpoint": final_dir},
+            {**artifacts, "checkpoint": final_dir},
             tags={"ablate.final_epoch": str(last),
                   "ablate.stopped_early": str(last < epochs_planned).lower()})
 

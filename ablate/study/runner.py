@@ -17,12 +17,10 @@ outcome says the study was interrupted.
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -42,9 +40,8 @@ from ablate.study.plan import PlannedTrial, config_hash, expand
 from ablate.study.spec import StudySpec
 from ablate.study.storage import StudyDir
 
-RAY_UNREACHABLE = ("cannot connect to the Ray cluster at {address}: {problem}; a cluster "
-                   "started with `ray start` checks a token (~/.ray/auth_token on its head): "
-                   "give this machine the same token (~/.ray/auth_token or RAY_AUTH_TOKEN)")
+if TYPE_CHECKING:
+    from ablate.study.adopt import Attempt
 
 
 def resolve_dataset(dataset: str) -> Path:
@@ -162,6 +159,7 @@ def run_study(spec: StudySpec, storage: str, tracking_uri: str, address: str | N
     from ablate.data import load
     from ablate.study.adopt import plan_attempt
     from ablate.study.mlflow_view import view_state
+    from ablate.study.raycluster import connect_ray
     from ablate.study.tracking import StudyTracker, check_study, connect, trial_runs
     from ablate.study.tunestate import tune_state
 
@@ -230,33 +228,7 @@ def run_study(spec: StudySpec, storage: str, tracking_uri: str, address: str | N
                         seconds=time.monotonic() - start)
 
 
-def connect_ray(address: str | None) -> None:
-    """Starts a local Ray, or connects to the cluster at ``address`` (else ``RAY_ADDRESS``).
-
-    Raises:
-        AblateError: The cluster does not answer or refuses this driver.
-    """
-    import ray
-    from ray.exceptions import AuthenticationError
-
-    if ray.is_initialized():
-        return
-    target = address or os.environ.get("RAY_ADDRESS") or "local"
-    # ray.init installs its own SIGTERM handler (exit at once, whatever is being written);
-    # the caller's choice of how to stop stands.
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        ray.init(address=target, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", configure_logging=True)
-    except (ConnectionError, AuthenticationError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise AblateError(RAY_UNREACHABLE.format(address=target, problem=first[:300])) from None
-    finally:
-        if handler is not None:
-            signal.signal(signal.SIGTERM, handler)
-
-
-def _fit(spec: StudySpec, ctx: StudyContext, study_dir: StudyDir, attempt: Any,
+def _fit(spec: StudySpec, ctx: StudyContext, study_dir: StudyDir, attempt: Attempt,
          dataset_path: Path) -> Any:
     """Starts or restores the Tune experiment and runs it; returns Tune's ResultGrid."""
     from ray import tune
@@ -268,13 +240,12 @@ def _fit(spec: StudySpec, ctx: StudyContext, study_dir: StudyDir, attempt: Any,
                              dataset=_worker_dataset(spec.dataset, dataset_path),
                              tune_path=study_dir.tune_path),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    space, tune_config = _tune_setup(spec, attempt.keys or ())
-    if attempt.restore:
+    if attempt.restore:  # Tune's own grid or searcher state carries on
         if not ctx.quiet:
             click.echo(f"resuming study '{spec.name}' from {study_dir.root}", err=True)
-        tuner = tune.Tuner.restore(study_dir.tune_path, trainable, resume_errored=True,
-                                   param_space=space)
+        tuner = tune.Tuner.restore(study_dir.tune_path, trainable, resume_errored=True)
     else:
+        space, tune_config = _tune_setup(spec, attempt.keys or ())
         run_config = tune.RunConfig(
             name="tune", storage_path=study_dir.root, verbose=0, callbacks=[StudyCallback()],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),

@@ -12,6 +12,7 @@ import time
 from ablate.errors import AblateError
 from ablate.study.storage import StudyDir
 
+NO_PROGRESS = "no progress recorded yet (ablate run records it in trials.json as trials run)"
 DRIVER_STATES = {"running": "running (or stopped without a chance to say so)",
                  "finished": "finished", "failed": "finished with failed trials",
                  "interrupted": "interrupted; run the same command to resume"}
@@ -38,7 +39,7 @@ def study_status(study: str, storage: str) -> list[str]:
              f"{_planned(record)}; dataset {record.get('dataset', '?')})"]
     progress = directory.read_progress()
     if progress is None:
-        return lines + ["no trial has started yet"]
+        return lines + [NO_PROGRESS]
     known = {t.get("key"): t for t in progress["trials"] if isinstance(t, dict)}
     keys = [k for k in record["trials"] if isinstance(k, str)]
     keys += sorted(k for k in known if isinstance(k, str) and k not in keys)

@@ -1,0 +1,98 @@
+"""Connecting the driver to Ray: a local Ray, or an existing cluster and its token.
+
+Ray 2.60's ``ray start`` turns token authentication on whenever it finds a token
+(``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``); every process that joins
+or connects must then present it. A driver given an address sends one only with
+``RAY_AUTH_MODE=token``, and a driver in that mode refuses the workers of a cluster without
+authentication, so the mode must follow the cluster. Ray reads the mode once, when first
+imported: :func:`token_check` asks the cluster from a subprocess (``ray status``, which fails
+at once with an authentication error), so the caller can set the mode before that.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import subprocess
+
+from ablate.errors import AblateError
+
+RAY_UNREACHABLE = "cannot connect to the Ray cluster at {address}: {problem}"
+RAY_TOKEN = ("the Ray cluster at {address} checks a token and this machine has {which}; copy "
+             "the token of its head (~/.ray/auth_token there) to ~/.ray/auth_token here, or "
+             "set RAY_AUTH_TOKEN")
+PROBE_SECONDS = 30
+
+
+class TokenCheck(enum.Enum):
+    OPEN = "open"  # no token needed, or the cluster could not be asked
+    ACCEPTED = "accepted"  # a token is needed, and this machine's is accepted
+    MISSING = "missing"  # a token is needed, and this machine has none
+    REFUSED = "refused"  # a token is needed, and this machine's is another one
+
+
+def _refuses(address: str, mode: str | None) -> bool:
+    """Whether ``ray status`` against ``address`` fails authentication in ``mode``."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if ray is None:
+        return False
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    if mode is not None:
+        env["RAY_AUTH_MODE"] = mode
+    try:
+        probe = subprocess.run([ray, "status", "--address", address], capture_output=True,
+                               text=True, timeout=PROBE_SECONDS, env=env,
+                               stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode != 0 and "AuthenticationError" in probe.stdout + probe.stderr
+
+
+def has_token() -> bool:
+    """Whether this machine has a Ray token where Ray looks for one."""
+    from pathlib import Path
+
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path).is_file()
+
+
+def token_check(address: str) -> TokenCheck:
+    """Whether the cluster at ``address`` checks a token, and this machine's standing."""
+    if not _refuses(address, None):
+        return TokenCheck.OPEN
+    if not has_token():
+        return TokenCheck.MISSING
+    return TokenCheck.REFUSED if _refuses(address, "token") else TokenCheck.ACCEPTED
+
+
+def connect_ray(address: str | None) -> None:
+    """Starts a local Ray, or connects to the cluster at ``address`` (else ``RAY_ADDRESS``).
+
+    Raises:
+        AblateError: The cluster does not answer or refuses this driver.
+    """
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    # ray.init installs its own SIGTERM handler (exit at once, whatever is being written);
+    # the caller's choice of how to stop stands.
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        ray.init(address=target, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", configure_logging=True)
+    except AuthenticationError:  # token mode, and no token here
+        raise AblateError(RAY_TOKEN.format(address=target, which="none")) from None
+    except ConnectionError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AblateError(RAY_UNREACHABLE.format(address=target, problem=first[:200])) from None
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
