@@ -32,8 +32,6 @@ search:
     model.como.context_window: {values: [1, 3, 5, 9]}
     loss.rd_weight: {loguniform: [0.01, 1.0]}
 seeds: [0]
-metric: auc
-mode: max
 resources: {cpu: 1, gpu: 0}
 max_concurrent: 2
 """
