@@ -64,3 +64,15 @@ def test_test_is_scored_every_eval_every_epochs_and_at_the_last(synthetic_small:
     history = [r.metrics for r in Trainer(config, load(synthetic_small)).epochs()]
     assert ["auc" in m for m in history] == [False, True, True]
     assert all("val_auc" in m for m in history)
+
+
+def test_attention_statistics_cover_the_test_passes_alone(synthetic_small: Path) -> None:
+    config = resolve_trial_config(apply_overrides(load_raw_config("full"), {"train.epochs": 1}))
+    trainer = Trainer(config, load(synthetic_small))
+    trainer.evaluate(test=False)  # validation passes, which must not count
+    trainer.drop_attention_stats()
+    trainer.score_videos(trainer.test_ids)
+    expected = trainer.attention_stats()
+    trainer.evaluate(test=False)
+    metrics = trainer.evaluate(test=True)
+    assert expected and {k: metrics[k] for k in expected} == expected

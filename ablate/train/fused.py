@@ -410,15 +410,20 @@ class FusedTrainer:
         if not members:
             return {}
         gates: dict[int, list[np.ndarray]] = {m.index: [] for m in members}
+        attention: dict[int, dict[str, float]] = {m.index: {} for m in members}
         if tested:
+            for m in tested:
+                m.drop_attention_stats()
             scores, test_gates = self._score(tested, self.data.test_ids)
             for i, m in enumerate(tested):
                 m.last_scores = [s[i] for s in scores]
                 gates[m.index] = [g[i] if g.size else g for g in test_gates]
+                attention[m.index] = m.attention_stats()
         val: list[np.ndarray] = []
         if len(self.data.val_ids):
             val, _ = self._score(members, self.data.val_ids)
-        return {m.index: m._metrics(gates[m.index], [s[i] for s in val], m in tested)
+        return {m.index: m._metrics(gates[m.index], [s[i] for s in val], m in tested,
+                                    attention[m.index])
                 for i, m in enumerate(members)}
 
     def _score(self, members: list[FusedMember],

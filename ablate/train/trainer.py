@@ -380,15 +380,30 @@ class Trainer:
         diagnostics: CLAV's mean gate on abnormal and normal test snippets, CoMo's attention
         statistics."""
         gates: list[np.ndarray] = []
+        attention: dict[str, float] = {}
         if test:
+            self.drop_attention_stats()
             self.last_scores, gates = self.score_videos(self.test_ids)
+            attention = self.attention_stats()
         val_scores = self.score_videos(self.val_ids)[0] if len(self.val_ids) else []
-        return self._metrics(gates, val_scores, test)
+        return self._metrics(gates, val_scores, test, attention)
+
+    def attention_stats(self) -> dict[str, float]:
+        """CoMo's attention statistics of the eval passes since the last call (none without
+        CoMo); reading them starts a new count."""
+        como = getattr(self.model, "como", None)
+        return como.diagnostics() if como is not None else {}
+
+    def drop_attention_stats(self) -> None:
+        """Forgets the attention statistics of earlier passes (validation, earlier epochs), so
+        the next :meth:`attention_stats` covers the test passes alone."""
+        self.attention_stats()
 
     def _metrics(self, gates: list[np.ndarray], val_scores: list[np.ndarray],
-                 test: bool) -> dict[str, float]:
+                 test: bool, attention: dict[str, float]) -> dict[str, float]:
         """:meth:`evaluate`'s metrics from scores already computed: the validation scores and,
-        with ``test``, ``last_scores`` and the test gates; CoMo's statistics of those passes."""
+        with ``test``, ``last_scores``, the test gates and CoMo's statistics of the test
+        passes."""
         from ablate.metrics import evaluate, evaluate_videos
 
         metrics: dict[str, float] = {}
@@ -402,9 +417,7 @@ class Trainer:
             gate = np.concatenate(gates)
             metrics["gate_abnormal"] = float(gate[snippet_gt].mean())
             metrics["gate_normal"] = float(gate[~snippet_gt].mean())
-        como = getattr(self.model, "como", None)
-        if como is not None and test:
-            metrics.update(como.diagnostics())
+        metrics.update(attention)
         return metrics
 
     def _end_epoch(self, losses: dict[str, float], metrics: dict[str, float],
