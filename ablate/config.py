@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ablate.errors import ConfigError, closest, unknown_message
+from ablate.errors import ConfigError, reject_unknown
+from ablate.typecheck import check, check_fields, mapping, yaml_float
 
 TOP_LEVEL_KEYS = ("model", "loss", "train", "seed")
 
@@ -30,7 +30,10 @@ TRAIN_RANGES: dict[str, tuple[float, float, bool]] = {
     "segments": (1, 65_536, False),
     "eval_every": (1, 100_000, False),
     "threads": (0, 1_024, False),
+    "eval_chunk": (0, 1_000_000, False),
 }
+
+Device = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class TrainOptions:
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         amp: Mixed precision on CUDA (bfloat16); ignored on CPU.
         threads: CPU threads for torch; 0 picks the cores Ray or the machine grants.
+        eval_chunk: Score validation and test videos longer than this in windows of at most this
+            many snippets, each on its own (bounds CoMo's O(T^2) graphs); 0 scores them whole.
     """
 
     epochs: int = 20
@@ -60,19 +65,19 @@ class TrainOptions:
     segments: int = 32
     val_fraction: float = 0.1
     eval_every: int = 5
-    device: str = "auto"
+    device: Device = "auto"
     amp: bool = True
     threads: int = 0
+    eval_chunk: int = 0
 
     def __post_init__(self) -> None:
+        # Types are checked where a mapping becomes options (check_fields); values here.
         _check_ranges(self, TRAIN_RANGES)
         if self.batch_size % 2:
             raise ConfigError(f"train.batch_size: must be even (half normal, half abnormal), "
                               f"got {self.batch_size}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"train.val_fraction: must be in [0, 1), got {self.val_fraction}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"train.device: expected one of auto, cpu, cuda, got {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -100,27 +105,6 @@ def _check_ranges(obj: object, ranges: Mapping[str, tuple[float, float, bool]]) 
                               f"got {value!r}")
 
 
-def _typed_options(cls: type, raw: Mapping[str, Any], prefix: str) -> dict[str, Any]:
-    """Checks a mapping against a dataclass's fields: unknown keys and wrong types are errors."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in fields:
-            message = unknown_message("unknown option", sorted(fields), closest(str(key), fields))
-            raise ConfigError(f"{prefix}.{key}: {message}")
-        expected = type(fields[key].default)
-        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise ConfigError(f"{prefix}.{key}: expected {expected.__name__}, "
-                              f"got {type(value).__name__} ({value!r})")
-        if expected is float and not math.isfinite(value):
-            raise ConfigError(f"{prefix}.{key}: expected a finite number, got {value!r}")
-        out[key] = value
-    return out
-
-
 def resolve_trial_config(raw: Mapping[str, Any]) -> TrialConfig:
     """Validates a raw trial mapping into a :class:`TrialConfig`.
 
@@ -130,21 +114,16 @@ def resolve_trial_config(raw: Mapping[str, Any]) -> TrialConfig:
     """
     from ablate.models import resolve_loss_spec, resolve_model_spec
 
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"trial config: expected a mapping, got {type(raw).__name__}")
-    for key in raw:
-        if key not in TOP_LEVEL_KEYS:
-            raise ConfigError(f"{key}: unknown key; allowed: {', '.join(TOP_LEVEL_KEYS)}")
-    train_raw = raw.get("train") or {}
-    if not isinstance(train_raw, Mapping):
-        raise ConfigError(f"train: expected a mapping, got {type(train_raw).__name__}")
-    seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed: expected a non-negative int, got {seed!r}")
+    raw = mapping(raw, "trial config")
+    reject_unknown(raw, TOP_LEVEL_KEYS, "")
+    seed = check(int, raw.get("seed", 0), "seed")
+    if seed < 0:
+        raise ConfigError(f"seed: must be >= 0, got {seed}")
     return TrialConfig(
         model=resolve_model_spec(raw.get("model")),
         loss=resolve_loss_spec(raw.get("loss")),
-        train=TrainOptions(**_typed_options(TrainOptions, train_raw, "train")),
+        train=TrainOptions(**check_fields(TrainOptions, raw.get("train"), "train",
+                                          what="option")),
         seed=seed,
     )
 
@@ -170,21 +149,6 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
             node.clear()
         node[parts[-1]] = copy.deepcopy(value)
     return out
-
-
-def yaml_float(value: Any) -> Any:
-    """Read a YAML scalar the way a number in scientific notation is meant: as a float.
-
-    YAML 1.1 (PyYAML) reads ``1e-3`` as a string: its floats need a dot and a signed exponent.
-    A string with a dot or an exponent that Python parses as a float becomes that float; every
-    other value is returned unchanged (``inf`` and ``nan`` stay strings).
-    """
-    if isinstance(value, str) and any(c in value for c in "eE."):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
 
 
 def parse_set_option(item: str) -> tuple[str, Any]:

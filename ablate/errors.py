@@ -1,7 +1,7 @@
 """Errors a user is expected to see: the CLI prints them as one line and exits non-zero.
 
-The helpers at the end format the one kind of message every layer needs, an unknown name: the
-closest known name when one is close, then the allowed ones.
+The helpers at the end format the messages every layer needs: an unknown name (the closest known
+name when one is close, then the allowed ones) and a value of the wrong type.
 """
 
 from __future__ import annotations
@@ -48,3 +48,28 @@ def unknown_message(what: str, allowed: Sequence[str], suggestion: str | None) -
     if suggestion is None:
         return f"{what}; allowed: {listed}"
     return f"{what}; did you mean '{suggestion}'? Allowed: {listed}"
+
+
+def key_path(path: str, key: object) -> str:
+    """The dotted path of ``key`` under ``path`` (``train`` + ``lr`` -> ``train.lr``)."""
+    return f"{path}.{key}" if path else str(key)
+
+
+def type_error(path: str, expected: str, value: object) -> ConfigError:
+    """``path: expected int, got str ('big')``: the one shape of every wrong-type error."""
+    return ConfigError(f"{path}: expected {expected}, got {type(value).__name__} ({value!r})")
+
+
+def reject_unknown(keys: Iterable[object], allowed: Sequence[str], path: str,
+                   what: str = "key") -> None:
+    """Raise for the first of ``keys`` not in ``allowed``, suggesting the closest allowed one.
+
+    ``allowed`` is listed in the order given.
+
+    Raises:
+        ConfigError: ``path.key: unknown key; did you mean 'a'? Allowed: a, b``.
+    """
+    for key in keys:
+        if key not in allowed:
+            tail = unknown_message(f"unknown {what}", allowed, closest(str(key), allowed))
+            raise ConfigError(f"{key_path(path, key)}: {tail}")

@@ -15,10 +15,14 @@ trimming it silently would score the wrong frames.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 METRICS = ("auc", "ap", "ap_sklearn")
 """The metrics :func:`evaluate` returns; a study ranks its trials by one of them."""
@@ -145,3 +149,25 @@ relation (``como.context_motion.entropy``)."""
 def is_tracked(key: str) -> bool:
     """Whether a trial's per-epoch result key is a metric or diagnostic that tracking records."""
     return key in EPOCH_METRICS or key in VALIDATION_METRICS or key.startswith(DIAGNOSTIC_PREFIXES)
+
+
+def best_by(items: Iterable[T], value: Callable[[T], float | None], mode: str) -> T | None:
+    """The item with the largest (``mode="max"``) or smallest (``"min"``) ``value(item)``.
+
+    Items whose value is None or NaN are skipped (a trial that never reported the metric, or
+    diverged); a tie goes to the first. None when no item has a value.
+
+    Raises:
+        ValueError: ``mode`` is neither ``max`` nor ``min``.
+    """
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    best: T | None = None
+    best_value = math.nan
+    for item in items:
+        v = value(item)
+        if v is None or math.isnan(v):
+            continue
+        if best is None or (v > best_value if mode == "max" else v < best_value):
+            best, best_value = item, v
+    return best

@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 
 from ablate.config import apply_overrides, load_raw_config, resolve_trial_config
-from ablate.models import build_model, build_objective
+from ablate.models import build_model, build_objective, resolve_loss_spec, resolve_model_spec
 from ablate.train.trainer import _as_float
 
 
 def small_trial(device: str, store: Path) -> tuple[float, float]:
     from ablate.data import load
-    from ablate.train.trainer import run_trial
+    from ablate.train.resume import run_trial
 
     config = resolve_trial_config(apply_overrides(load_raw_config("full"),
                                                   {"train.device": device}))
@@ -33,8 +33,9 @@ def small_trial(device: str, store: Path) -> tuple[float, float]:
 def ucf_step(device: str, repeats: int) -> float:
     """Median seconds of one forward+backward+Adam step, 32+32 videos x 32 segments x 2048."""
     torch.manual_seed(0)
-    model = build_model(load_raw_config("full")["model"], in_dim=2048).to(device)
-    objective = build_objective(load_raw_config("full")["loss"], model)
+    full = load_raw_config("full")
+    model = build_model(resolve_model_spec(full["model"]), in_dim=2048).to(device)
+    objective = build_objective(resolve_loss_spec(full["loss"]), model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(64, 32, 2048, device=device)
     y = torch.cat([torch.zeros(32), torch.ones(32)]).to(device)
@@ -58,7 +59,8 @@ def ucf_step(device: str, repeats: int) -> float:
 
 def ucf_eval(device: str, t: int) -> float:
     """Seconds to score one test video of T snippets x 10 crops x 2048 (no grad)."""
-    model = build_model(load_raw_config("full")["model"], in_dim=2048).to(device).eval()
+    full = load_raw_config("full")
+    model = build_model(resolve_model_spec(full["model"]), in_dim=2048).to(device).eval()
     x = torch.randn(10, t, 2048, device=device)
     with torch.inference_mode(), torch.autocast(device_type=device, dtype=torch.bfloat16,
                                                 enabled=device == "cuda"):

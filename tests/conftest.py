@@ -1,15 +1,24 @@
-"""Shared fixtures: the installed command line, and small random feature stores."""
+"""Shared fixtures: the installed command line, small random feature stores, MLflow stores,
+and the one local Ray of the test session."""
 
 from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.studykit import (
+    SESSION_RAY,
+    TRACKING_STORES,
+    SessionRay,
+    assert_ran,
+    run_in_process,
+)
 
 
 @pytest.fixture
@@ -114,3 +123,79 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900):
     exe = shutil.which("ablate") or str(Path(sys.executable).parent / "ablate")
     return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
+
+
+# -- MLflow ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session", autouse=True)
+def _tracking_store_template(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Empty MLflow stores are copied from one made in this session's temporary directory."""
+    TRACKING_STORES.factory = tmp_path_factory
+
+
+@pytest.fixture(scope="session")
+def new_tracking_store() -> Callable[..., str]:
+    """Factory: ``new_tracking_store(directory, name="mlflow.db")`` puts an empty SQLite MLflow
+    store at ``directory/name`` (``ablate run`` started in ``directory`` uses ./mlflow.db) and
+    returns its URI."""
+    return TRACKING_STORES.new
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    """URI of an empty SQLite MLflow store of this test: ``sqlite:///<tmp_path>/mlflow.db``."""
+    return TRACKING_STORES.new(tmp_path)
+
+
+# -- Ray ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_ray_shutdown() -> Iterator[None]:
+    """Stops the session's Ray, if a test started it, when the session ends."""
+    yield
+    SESSION_RAY.stop()
+
+
+@pytest.fixture(scope="session")
+def local_ray(_isolated_cache: None) -> SessionRay:
+    """The session's local Ray (2 CPUs, no dashboard), running; studies run in this process
+    (``run_in_process``, ``run_study``) connect to it instead of starting their own."""
+    SESSION_RAY.ensure()
+    return SESSION_RAY
+
+
+@pytest.fixture(scope="module")
+def no_local_ray() -> None:
+    """Stops the session's Ray for a module that starts Ray nodes in this process (the next
+    in-process study starts it again)."""
+    SESSION_RAY.stop()
+
+
+# -- the smoke study ------------------------------------------------------------------------
+
+SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
+
+
+@dataclass
+class SmokeStudy:
+    """``ablate run search_spaces/smoke.yaml`` run in ``workdir`` (its default ./mlflow.db and
+    ./runs), with what it printed."""
+
+    workdir: Path
+    stdout: str
+    stderr: str
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.workdir / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory, local_ray: SessionRay) -> SmokeStudy:
+    """The smoke study (6 trials), run once per session in this process; tests may add to its
+    directory but leave the study as they found it."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    TRACKING_STORES.new(workdir)
+    result = run_in_process(["run", str(SMOKE)], workdir)
+    assert_ran(result, "ablate run smoke.yaml")
+    return SmokeStudy(workdir, result.stdout, result.stderr)

@@ -2,8 +2,10 @@
 
 A study is written as a tiny spec under the test's directory and run with the installed
 ``ablate`` entry point, so the driver is a separate process that can be killed like a user's
-terminal session. The checks read only what a user could read: the study directory (Ray
-Tune's ``result.json`` per trial, the trial checkpoints) and the MLflow tracking store.
+terminal session. Studies that need no interrupting run in the test process instead
+(:func:`run_in_process`), on the one local Ray of the test session (:data:`SESSION_RAY`). The
+checks read only what a user could read: the study directory (Ray Tune's ``result.json`` per
+trial, the trial checkpoints) and the MLflow tracking store.
 """
 
 from __future__ import annotations
@@ -117,6 +119,123 @@ def wait_for(condition: Callable[[], Any], driver: Driver | None, timeout: float
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}"
                 + (f":\n{driver.output()[-3000:]}" if driver is not None else ""))
+
+
+# -- MLflow stores ---------------------------------------------------------------------------
+
+class TrackingStores:
+    """Empty SQLite MLflow stores, each a copy of one made on first use: making a store runs
+    MLflow's schema migrations, seconds of work; copying one takes milliseconds."""
+
+    def __init__(self) -> None:
+        self.factory: pytest.TempPathFactory | None = None  # set for the session by conftest
+        self._template: Path | None = None
+
+    def template(self) -> Path:
+        """The store every new one copies, made on first call."""
+        if self._template is None:
+            from mlflow import MlflowClient
+
+            assert self.factory is not None, "tests/conftest.py sets the temporary directory"
+            directory = self.factory.mktemp("mlflow-template")
+            here = Path.cwd()
+            os.chdir(directory)  # the Default experiment's artifact location, never used
+            try:
+                MlflowClient(f"sqlite:///{directory / 'mlflow.db'}").search_experiments()
+            finally:
+                os.chdir(here)
+            self._template = directory / "mlflow.db"
+        return self._template
+
+    def new(self, directory: Path, name: str = "mlflow.db") -> str:
+        """Puts an empty store at ``directory/name`` and returns its ``sqlite:///`` URI."""
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.template(), directory / name)
+        return f"sqlite:///{directory / name}"
+
+
+TRACKING_STORES = TrackingStores()
+
+
+# -- in this process -----------------------------------------------------------------------
+
+class SessionRay:
+    """The local Ray of the test session: started on first use, stopped at the end of the
+    session or before tests that start Ray nodes in this process (and started again after).
+
+    Trial workers inherit the environment of the moment it starts: the session's data cache
+    (``ABLATE_CACHE``), not one a test sets later.
+    """
+
+    CPUS = 2
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def ensure(self) -> None:
+        """Starts it, unless this process already has a Ray."""
+        import ray
+
+        if ray.is_initialized():
+            return
+        # ray.init replaces the SIGINT/SIGTERM handlers of the test process; keep pytest's.
+        handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        try:
+            ray.init(num_cpus=self.CPUS, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR", configure_logging=True)
+        finally:
+            for signum, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
+        self.started = True
+
+    def stop(self) -> None:
+        """Shuts it down, if it was started here and still runs."""
+        import ray
+
+        if self.started and ray.is_initialized():
+            ray.shutdown()
+        self.started = False
+
+
+SESSION_RAY = SessionRay()
+
+
+def run_in_process(args: list[str], cwd: Path) -> Any:
+    """``ablate ARGS`` run by this process from ``cwd``, on :data:`SESSION_RAY`; returns
+    click's ``Result`` (``exit_code``, ``stdout``, ``stderr``). The working directory, the
+    environment and the signal handlers (Tune leaves its own SIGINT handler) are put back."""
+    from click.testing import CliRunner
+
+    from ablate.cli import cli
+
+    SESSION_RAY.ensure()
+    signums = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1]
+    handlers = {s: signal.getsignal(s) for s in signums}
+    environ = dict(os.environ)
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(cli, args)
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environ)
+        for signum, handler in handlers.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+def assert_ran(result: Any, what: str = "ablate") -> None:
+    """``result`` of :func:`run_in_process` exited 0; else fails with its output and error."""
+    if result.exit_code == 0:
+        return
+    import traceback
+
+    error = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info else ""
+    pytest.fail(f"{what} exited {result.exit_code}:\n{result.stdout[-3000:]}\n"
+                f"{result.stderr[-3000:]}\n{error[-3000:]}")
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -235,12 +354,14 @@ def assert_study_complete(tracking_uri: str, study_root: Path, epochs: int) -> N
     client = MlflowClient(tracking_uri)
     record = json.loads((study_root / "study.json").read_text())
     study = record["name"]
-    planned = sorted(record["trials"])
+    planned = sorted(t["key"] for t in record["trials"])
     runs = trial_runs(tracking_uri, study)
     per_key = Counter(r.data.tags["ablate.trial_key"] for r in runs)
     assert sorted(per_key) == planned, f"runs {dict(per_key)} != planned trials {planned}"
     assert set(per_key.values()) == {1}, f"duplicate runs per trial: {dict(per_key)}"
-    assert len({r.data.tags["ablate.trial_id"] for r in runs}) == len(runs)
+    per_trial = Counter(r.data.tags["ablate.trial_id"] for r in runs)
+    fused = record["spec"].get("fuse") == "seeds"  # a Tune trial trains a variant's seeds
+    assert set(per_trial.values()) == ({len(record["spec"]["seeds"])} if fused else {1})
 
     dirs = {d.name.split("_")[2] + "_" + d.name.split("_")[3]: d for d in trial_dirs(study_root)}
     for run in runs:
@@ -248,7 +369,12 @@ def assert_study_complete(tracking_uri: str, study_root: Path, epochs: int) -> N
         assert run.info.status == "FINISHED", f"{key}: run is {run.info.status}"
         assert {"auc", "ap"} <= set(run.data.metrics), f"{key}: no final auc/ap"
         assert run.data.tags.get("ablate.final_epoch") == str(epochs)
-        last = checkpoints(dirs[run.data.tags["ablate.trial_id"]])[-1]
+        trial_dir = dirs[run.data.tags["ablate.trial_id"]]
+        last = checkpoints(trial_dir)[-1]
+        group = json.loads((trial_dir / "params.json").read_text()).get("group_key")
+        if group is not None:  # a fused trial: each member's files in its own subdirectory
+            members = [t["key"] for t in record["trials"] if t["variant"] == group]
+            last = last / f"member-{members.index(key)}"
         history = {row["epoch"]: row for row in json.loads((last / "history.json").read_text())}
         assert sorted(history) == list(range(1, epochs + 1)), f"{key}: checkpoint history"
         for metric in ("auc", "ap", "loss"):

@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from tests.studykit import (
+    TRACKING_STORES,
     assert_study_complete,
     results,
     run,
@@ -57,6 +58,7 @@ def _free_port() -> int:
 def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``mlflow server`` on 127.0.0.1 with a SQLite backend and proxied artifacts."""
     directory = tmp_path_factory.mktemp("mlflow-server")
+    TRACKING_STORES.new(directory, "db")
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     mlflow = str(Path(sys.executable).parent / "mlflow")
@@ -103,8 +105,8 @@ class NodeLossStudy:
 
 
 @pytest.fixture(scope="module")
-def node_loss_study(tmp_path_factory: pytest.TempPathFactory,
-                    tracking_server: str) -> NodeLossStudy:
+def node_loss_study(tmp_path_factory: pytest.TempPathFactory, tracking_server: str,
+                    no_local_ray: None) -> NodeLossStudy:
     from ray.cluster_utils import Cluster
 
     directory = tmp_path_factory.mktemp("cluster-study")
@@ -240,7 +242,8 @@ def _cluster_env(home: Path, cache: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_run_attaches_to_a_ray_start_cluster_with_its_token(tmp_path: Path) -> None:
+def test_run_attaches_to_a_ray_start_cluster_with_its_token(tmp_path: Path,
+                                                            tracking_uri: str) -> None:
     """`ray start --head`, then `ablate run --address 127.0.0.1:PORT`: the driver sends the
     cluster's token (Ray 2.60 checks one) without being told to."""
     import tempfile
@@ -260,7 +263,7 @@ def test_run_attaches_to_a_ray_start_cluster_with_its_token(tmp_path: Path) -> N
                  "the Ray head to start", interval=0.5)
         assert "Token authentication is enabled" in (tmp_path / "head.log").read_text()
         spec = write_spec(tmp_path, "attach", epochs=2)
-        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        uri = tracking_uri
         driver = start(["run", str(spec), "--address", f"127.0.0.1:{port}", "--storage",
                         str(tmp_path / "runs"), "--tracking-uri", uri, "--quiet"],
                        tmp_path, env)
@@ -300,7 +303,8 @@ def _free_job_id() -> int:
 
 
 @pytest.mark.slow
-def test_slurm_script_runs_a_study_on_real_ray_nodes(tmp_path: Path) -> None:
+def test_slurm_script_runs_a_study_on_real_ray_nodes(tmp_path: Path,
+                                                     tracking_uri: str) -> None:
     """slurm.sbatch with its SLURM commands replaced (srun runs its command here) but real
     `ray start` head and worker nodes and a real `ablate run`: everything agrees on the job's
     token, on a machine whose own ~/.ray/auth_token would otherwise turn authentication on."""
@@ -331,8 +335,7 @@ def test_slurm_script_runs_a_study_on_real_ray_nodes(tmp_path: Path) -> None:
                    if "raylet/raylet" in _cmdline(pid)]
         assert len(raylets) == 2, output[-4000:]
         assert "study 'slurmjob': 2/2 trials done, 0 failed" in output
-        assert_study_complete(f"sqlite:///{tmp_path / 'mlflow.db'}",
-                              tmp_path / "runs" / "slurmjob", 2)
+        assert_study_complete(tracking_uri, tmp_path / "runs" / "slurmjob", 2)
     finally:
         _end_session(script)
         subprocess.run(["rm", "-rf", f"/tmp/ray-{job}"], check=False)

@@ -15,26 +15,52 @@ from typing import Any
 import pytest
 import torch
 
+from ablate.errors import ConfigError
 from ablate.models import (
+    LOSS_OPTIONS,
     REGISTRY,
+    AnomalyModel,
     ModelOutput,
+    Objective,
     build_model,
     build_objective,
     resolve_loss_spec,
     resolve_model_spec,
 )
+from ablate.models.losses import smoothness, sparsity
 from ablate.models.registry import NONE
 
 B, T, D = 4, 8, 16
 LABELS = torch.tensor([0.0, 0.0, 1.0, 1.0])
 
-# Every loss term on, so the whole objective is exercised alongside each component.
+
+def model_of(raw: dict[str, Any] | None) -> AnomalyModel:
+    """The model of a raw (partial) spec, resolved as a trial config resolves it."""
+    return build_model(resolve_model_spec(raw), in_dim=D)
+
+
+def objective_of(raw: dict[str, Any] | None, model: AnomalyModel) -> Objective:
+    return build_objective(resolve_loss_spec(raw), model)
+
+
+# Every loss term on, so the whole objective is exercised alongside each component (the MIL
+# ranking loss's own terms run in its case, mil-mil_ranking).
 FULL_LOSS: dict[str, Any] = {
     "mil": {"type": "topk_bce"},
     "magnitude": {"type": "rtfm"},
     "rd_weight": 0.1,
-    "smooth_weight": 1e-3,
-    "sparse_weight": 1e-3,
+}
+
+# What the built-in modules register, written out rather than read from the registry: a
+# component whose module is no longer imported is never registered, and the parametrized test
+# would then silently run one case fewer instead of failing.
+BUILT_IN: dict[str, set[str]] = {
+    "embed": {"mlp"},
+    "clav": {"clav", "none"},
+    "como": {"como", "none"},
+    "head": {"mlp"},
+    "mil": {"topk_bce", "mil_ranking"},
+    "magnitude": {"rtfm", "none"},
 }
 
 
@@ -112,21 +138,22 @@ def test_component_forward_backward(slot: str, spec: dict[str, Any]) -> None:
         assert param.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
 
 
-def test_cases_cover_the_whole_registry() -> None:
+def test_cases_cover_every_built_in_component() -> None:
     ids = {case.id for case in _cases()}
-    for slot, name in REGISTRY:
-        assert f"{slot}-{name}" in ids
+    assert REGISTRY.slots() == list(BUILT_IN)
+    for slot, names in BUILT_IN.items():
+        for name in names:
+            assert f"{slot}-{name}" in ids, f"{slot}-{name} is not registered"
     for relation in ("temporal", "context", "motion", "context_motion"):
         assert f"como-como-relations={relation}" in ids
     for fusion in ("concat", "sum"):  # gated is the default, covered by como-como
         assert f"como-como-fusion={fusion}" in ids
     assert "clav-clav-distance=cosine" in ids
-    assert "mil-mil_ranking" in ids
 
 
 def test_only_the_projections_a_relation_reads_are_built() -> None:
     def params(relations: list[str]) -> set[str]:
-        model = build_model({"como": {"type": "como", "relations": relations}}, in_dim=D)
+        model = model_of({"como": {"type": "como", "relations": relations}})
         return {n.split(".")[0] for n, _ in model.como.named_parameters()}
 
     assert "phi_context" not in params(["temporal"]) and "phi_motion" not in params(["temporal"])
@@ -142,9 +169,8 @@ def test_motion_graph_does_not_see_the_scene() -> None:
     x = torch.randn(1, T, D)
     scene = 3 * torch.randn(1, 1, D)
     for relations, blind in ((["motion"], True), (["context"], False)):
-        model = build_model(
-            {"clav": NONE, "como": {"type": "como", "relations": relations, "layer_norm": False}},
-            in_dim=D,
+        model = model_of(
+            {"clav": NONE, "como": {"type": "como", "relations": relations, "layer_norm": False}}
         ).eval()
         h = torch.randn(1, T, model.embed.out_dim)
         branch = model.como(h, x) - h  # the fused relation branch alone
@@ -154,7 +180,7 @@ def test_motion_graph_does_not_see_the_scene() -> None:
 
 def test_variable_length_at_eval() -> None:
     torch.manual_seed(0)
-    model = build_model(None, in_dim=D).eval()
+    model = model_of(None).eval()
     with torch.no_grad():
         for t in (1, 2, 300):
             out = model(torch.randn(1, t, D))
@@ -165,8 +191,8 @@ def test_variable_length_at_eval() -> None:
 def test_same_seed_same_output() -> None:
     def run() -> tuple[torch.Tensor, float]:
         torch.manual_seed(7)
-        model = build_model(None, in_dim=D)
-        objective = build_objective(FULL_LOSS, model)
+        model = model_of(None)
+        objective = objective_of(FULL_LOSS, model)
         x = torch.randn(B, T, D)
         out = model(x)
         loss, _ = objective(out, LABELS)
@@ -180,27 +206,64 @@ def test_same_seed_same_output() -> None:
 def test_objective_parts_name_the_active_terms() -> None:
     torch.manual_seed(0)
     x = torch.randn(B, T, D)
-    full = build_model(None, in_dim=D)
-    _, parts = build_objective(None, full)(full(x), LABELS)
+    full = model_of(None)
+    _, parts = objective_of(None, full)(full(x), LABELS)
     assert set(parts) == {"mil", "rd", "gate", "total"}
 
-    baseline = build_model({"clav": NONE, "como": NONE}, in_dim=D)
-    _, parts = build_objective(FULL_LOSS, baseline)(baseline(x), LABELS)
-    assert set(parts) == {"mil", "magnitude", "smooth", "sparse", "total"}  # no clav, no rd
+    baseline = model_of({"clav": NONE, "como": NONE})
+    _, parts = objective_of(FULL_LOSS, baseline)(baseline(x), LABELS)
+    assert set(parts) == {"mil", "magnitude", "total"}  # no clav, no rd
+
+
+def test_each_score_regulariser_has_one_owner() -> None:
+    """Sultani et al.'s smoothness and sparsity can each be set in exactly one place (the MIL
+    ranking loss's options), so no spec can apply a term twice."""
+    keys = [f"loss.{key}" for key in LOSS_OPTIONS] + [
+        f"loss.{slot}.{name}.{option}"
+        for slot in REGISTRY.slots("loss")
+        for name in REGISTRY.components(slot)
+        for option in REGISTRY.parameters(slot, name)
+    ]
+    assert [k for k in keys if "smooth" in k] == ["loss.mil.mil_ranking.smoothness"]
+    assert [k for k in keys if "spars" in k] == ["loss.mil.mil_ranking.sparsity"]
+
+
+def test_mil_ranking_applies_its_regularisers_once() -> None:
+    torch.manual_seed(0)
+    model = model_of({"clav": NONE, "como": NONE})
+    out = model(torch.randn(B, T, D))
+
+    def loss_of(smooth: float, sparse: float) -> torch.Tensor:
+        spec = {"mil": {"type": "mil_ranking", "smoothness": smooth, "sparsity": sparse}}
+        return objective_of(spec, model)(out, LABELS)[0]
+
+    abnormal = out.scores[LABELS > 0.5]
+    expected = loss_of(0.0, 0.0) + 0.5 * smoothness(abnormal) + 0.25 * sparsity(abnormal)
+    torch.testing.assert_close(loss_of(0.5, 0.25), expected)
+    for removed, owner in (("smooth_weight", "smoothness"), ("sparse_weight", "sparsity")):
+        with pytest.raises(ConfigError, match=rf"set loss\.mil\.{owner} instead"):
+            objective_of({"mil": {"type": "mil_ranking"}, removed: 0.5}, model)
+
+
+def test_the_default_objective_is_unchanged_by_the_ranking_loss_terms() -> None:
+    """The default MIL loss is top-k BCE: the ranking loss's 8e-5 defaults never reach it."""
+    assert resolve_loss_spec(None)["mil"] == {"type": "topk_bce", "k": 4, "weight": 1.0}
+    assert resolve_loss_spec({"mil": "mil_ranking"})["mil"] == {
+        "type": "mil_ranking", "smoothness": 8e-5, "sparsity": 8e-5, "weight": 1.0}
 
 
 def test_losses_tolerate_a_batch_with_one_class() -> None:
     torch.manual_seed(0)
-    model = build_model(None, in_dim=D)
+    model = model_of(None)
     for mil in ("topk_bce", "mil_ranking"):
-        objective = build_objective({**FULL_LOSS, "mil": {"type": mil}}, model)
+        objective = objective_of({**FULL_LOSS, "mil": {"type": mil}}, model)
         loss, _ = objective(model(torch.randn(2, T, D)), torch.zeros(2))
         assert torch.isfinite(loss)
         loss.backward()
 
 
 def test_input_width_is_checked() -> None:
-    model = build_model(None, in_dim=D)
+    model = model_of(None)
     with pytest.raises(ValueError, match=r"expected input \(B, T, 16\), got \(2, 8, 4\)"):
         model(torch.randn(2, 8, 4))
 
@@ -219,8 +282,8 @@ def test_interrelation_output_depends_on_the_interaction_of_context_and_motion()
     from ablate.models.como import Inputs
 
     torch.manual_seed(0)
-    model = build_model({"clav": NONE, "como": {"type": "como", "relations": ["context_motion"],
-                                                 "layer_norm": False}}, in_dim=D)
+    model = model_of({"clav": NONE, "como": {"type": "como", "relations": ["context_motion"],
+                                                 "layer_norm": False}})
     branch = model.como.branches["context_motion"].eval()
     torch.nn.init.normal_(branch.gamma.weight, std=0.5)  # a trained-size modulation
     d = model.como.d
@@ -235,15 +298,15 @@ def test_interrelation_output_depends_on_the_interaction_of_context_and_motion()
     mixed = f(c1, m1) - f(c1, m2) - f(c2, m1) + f(c2, m2)
     assert mixed.norm() > 0.1 * f(c1, m1).norm()
 
-    context_only = build_model({"clav": NONE, "como": {"type": "como", "relations": ["context"]}},
-                               in_dim=D).como.branches["context"].eval()
+    context_only = model_of({"clav": NONE, "como": {"type": "como", "relations": ["context"]}}
+                            ).como.branches["context"].eval()
     with torch.no_grad():
         assert torch.equal(context_only(Inputs(h, c1, m1))[0], context_only(Inputs(h, c1, m2))[0])
 
 
 def test_como_reports_attention_diagnostics_in_eval_mode() -> None:
     torch.manual_seed(0)
-    model = build_model(None, in_dim=D).eval()
+    model = model_of(None).eval()
     with torch.no_grad():
         model(torch.randn(1, T, D))
     stats = model.como.diagnostics()

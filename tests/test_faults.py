@@ -19,6 +19,7 @@ import pytest
 
 from ablate.data.synth import VERSION as SYNTH_VERSION
 from tests.studykit import (
+    TRACKING_STORES,
     Driver,
     assert_gone,
     assert_study_complete,
@@ -63,7 +64,7 @@ class Study:
         self.epochs = epochs
         self.spec = write_spec(directory, name, epochs=epochs)
         self.root = directory / "runs" / name
-        self.tracking_uri = f"sqlite:///{directory / 'mlflow.db'}"
+        self.tracking_uri = TRACKING_STORES.new(directory)
         self.args = ["run", str(self.spec), "--storage", str(directory / "runs"),
                      "--tracking-uri", self.tracking_uri]
         self.env = study_env(cache)

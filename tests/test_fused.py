@@ -30,7 +30,8 @@ from ablate.config import TrialConfig, apply_overrides, load_raw_config, resolve
 from ablate.data import FeatureDataset, load
 from ablate.errors import AblateError
 from ablate.train.fused import FusedTrainer, check_fusable, run_fused
-from ablate.train.trainer import Trainer, run_trial
+from ablate.train.resume import run_trial
+from ablate.train.trainer import Trainer
 
 METRIC_TOL = 1e-5
 PARAM_RTOL, PARAM_ATOL = 1e-4, 1e-5

@@ -9,7 +9,8 @@ import torch
 
 from ablate.config import apply_overrides, load_raw_config, resolve_trial_config
 from ablate.data import load
-from ablate.train.trainer import Trainer, run_trial
+from ablate.train.resume import run_trial
+from ablate.train.trainer import Trainer
 
 pytestmark = [
     pytest.mark.gpu,

@@ -11,9 +11,7 @@ import pytest
 
 from ablate.errors import AblateError
 from ablate.study.adopt import plan_attempt
-from ablate.study.identity import identify
-from ablate.study.plan import expand
-from ablate.study.runner import build_plan
+from ablate.study.plan import Plan, build_plan
 from ablate.study.spec import parse_spec
 from ablate.study.tunestate import TuneState, checkpoints_of, tune_state
 
@@ -23,28 +21,29 @@ SEARCH = {"name": "srch", "base": "full", "seeds": [0, 1],
           "search": {"num_samples": 4, "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}}
 
 
-def _plan(raw: dict) -> tuple[dict, list[str]]:
-    spec = parse_spec(raw)
-    trials = expand(spec)
-    return build_plan(spec, trials), [t.key for t in trials]
+def _plan(raw: dict) -> tuple[Plan, list[str]]:
+    plan = build_plan(parse_spec(raw))
+    return plan, plan.keys
 
 
 def test_ablation_trials_are_their_plan_keys() -> None:
     plan, keys = _plan(ABLATION)
     assert keys == ["base/seed0", "base/seed1", "como=none/seed0", "como=none/seed1"]
-    ident = identify({"trial_key": "como=none/seed1"}, plan)
-    assert (ident.key, ident.variant, ident.seed) == ("como=none/seed1", "como=none", 1)
-    assert ident.config_hash == plan["trials"]["como=none/seed1"]["hash"]
+    trial = plan.trial({"trial_key": "como=none/seed1"})
+    assert (trial.key, trial.variant, trial.seed) == ("como=none/seed1", "como=none", 1)
+    assert trial.config.seed == 1 and trial.config.model["como"]["type"] == "none"
+    assert trial.identity.config_hash == plan.trial({"trial_key": "como=none/seed0"}
+                                                    ).identity.config_hash
 
 
 def test_search_trials_are_named_by_their_config_and_seed() -> None:
     plan, _ = _plan(SEARCH)
-    a = identify({"train.lr": 0.001, "__trial_index__": 0}, plan)
-    assert a == identify({"train.lr": 0.001, "__trial_index__": 0}, plan)  # any Ray trial id
+    a = plan.trial({"train.lr": 0.001, "__trial_index__": 0}).identity
+    assert a == plan.trial({"train.lr": 0.001, "__trial_index__": 0}).identity  # any Ray trial id
     assert a.key == f"{a.variant}/seed0" and a.variant.startswith("cfg-")
-    other_seed = identify({"train.lr": 0.001, "__trial_index__": 1}, plan)
+    other_seed = plan.trial({"train.lr": 0.001, "__trial_index__": 1}).identity
     assert other_seed.variant == a.variant and other_seed.key.endswith("/seed1")
-    assert identify({"train.lr": 0.002, "__trial_index__": 0}, plan).variant != a.variant
+    assert plan.trial({"train.lr": 0.002, "__trial_index__": 0}).identity.variant != a.variant
 
 
 def _trial_dir(tune: Path, name: str, key: str, epochs: list[int]) -> Path:
@@ -87,12 +86,12 @@ def test_tune_state_is_read_without_unpickling(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def tracked(tmp_path: Path):
+def tracked(tracking_uri: str):
     """An MLflow study with base/seed0 FINISHED and como=none/seed0 cut short after 2 epochs."""
     from ablate.study.identity import TrialIdentity
     from ablate.study.tracking import StudyTracker, connect, trial_runs
 
-    client = connect(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = connect(tracking_uri)
     tracker = StudyTracker(client, "ident", "hash")
     done = tracker.child(TrialIdentity("base/seed0", "base", 0, "h0"), "t0", {"seed": 0})
     tracker.log_epochs(done, [{"epoch": e, "loss": 1.0 / e} for e in (1, 2, 3)])
@@ -107,25 +106,24 @@ def tracked(tmp_path: Path):
 def test_lost_ray_state_adopts_finished_and_resumes_covered_trials(tracked,
                                                                    tmp_path: Path) -> None:
     client, runs, _ = tracked
-    plan, keys = _plan(ABLATION)
+    plan, _ = _plan(ABLATION)
     tune = tmp_path / "runs" / "ident" / "tune"
     _trial_dir(tune, "train_trial_aaaaa_00001_1_x", "como=none/seed0", [1, 2])
-    attempt = plan_attempt("ident", keys, runs, TuneState.CORRUPT, str(tune), plan, client)
+    attempt = plan_attempt(plan, runs, TuneState.CORRUPT, str(tune), client)
     assert not attempt.restore
     assert attempt.keys == ("base/seed1", "como=none/seed0", "como=none/seed1")
     assert attempt.note == (f"Ray's state under {tune} is unreadable: 1 finished trial(s) "
                             f"adopted from MLflow, 3 to run (from their checkpoints where they "
                             f"have some)")
-    assert plan_attempt("ident", keys, runs, TuneState.RESTORABLE, str(tune), plan,
-                        client).restore
+    assert plan_attempt(plan, runs, TuneState.RESTORABLE, str(tune), client).restore
 
 
 def test_lost_checkpoints_of_logged_epochs_are_refused(tracked, tmp_path: Path) -> None:
     client, runs, cut = tracked
-    plan, keys = _plan(ABLATION)
+    plan, _ = _plan(ABLATION)
     tune = tmp_path / "elsewhere" / "ident" / "tune"
     with pytest.raises(AblateError) as error:
-        plan_attempt("ident", keys, runs, TuneState.NONE, str(tune), plan, client)
+        plan_attempt(plan, runs, TuneState.NONE, str(tune), client)
     assert str(error.value) == (
         f"study 'ident': Ray's state under {tune} is gone, and 1 unfinished trial(s) logged "
         f"epochs that no checkpoint covers: como=none/seed0 (run {cut}, 2 epoch(s) logged); "
@@ -138,8 +136,8 @@ def test_a_search_without_its_ray_state_is_refused_once_it_has_trials(tracked,
     client, runs, _ = tracked
     plan, _ = _plan(SEARCH)
     tune = tmp_path / "tune"
-    assert not plan_attempt("srch", None, {}, TuneState.NONE, str(tune), plan, client).restore
+    assert not plan_attempt(plan, {}, TuneState.NONE, str(tune), client).restore
     with pytest.raises(AblateError, match=r"^study 'srch': Ray's state under .* is gone, and a "
                                           r"search cannot continue without it .* while MLflow "
                                           r"holds 2 of its trials; "):
-        plan_attempt("srch", None, runs, TuneState.NONE, str(tune), plan, client)
+        plan_attempt(plan, runs, TuneState.NONE, str(tune), client)

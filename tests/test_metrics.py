@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
-from ablate.metrics import METRICS, curves, evaluate
+from ablate.metrics import METRICS, best_by, curves, evaluate
 
 
 def _reference(scores: list[np.ndarray], gt: np.ndarray) -> dict[str, float]:
@@ -55,3 +55,16 @@ def test_curves_are_monotone() -> None:
     rng = np.random.default_rng(0)
     c = curves([rng.random(20)], (rng.random(320) < 0.5).astype(int))
     assert np.all(np.diff(c.fpr) >= 0) and c.fpr[-1] == 1.0
+
+
+def test_best_by_skips_missing_values_and_keeps_the_first_of_a_tie() -> None:
+    # NaN first: a comparison with NaN is always False, so an unskipped NaN would stay "best".
+    runs = [("c", float("nan")), ("a", 0.7), ("b", None), ("d", 0.9), ("e", 0.9), ("f", 0.1)]
+    value = dict(runs).get
+    assert best_by([k for k, _ in runs], value, "max") == "d"
+    assert best_by([k for k, _ in runs], value, "min") == "f"
+    assert best_by(["x", "y"], lambda k: 0.5 if k == "y" else None, "min") == "y"
+    assert best_by(["b", "c"], value, "max") is None
+    assert best_by([], value, "max") is None
+    with pytest.raises(ValueError, match="mode"):
+        best_by(["a"], value, "best")

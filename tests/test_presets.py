@@ -42,13 +42,13 @@ def test_preset_resolves_builds_and_trains(name: str) -> None:
 
 
 def test_presets_differ_where_they_should() -> None:
-    full = build_model(PRESETS["full"]["model"], in_dim=D)
+    full = build_model(resolve_model_spec(PRESETS["full"]["model"]), in_dim=D)
     assert full.clav is not None and full.como is not None
     assert full.spec["como"]["relations"] == ["temporal", "context", "motion", "context_motion"]
-    baseline = build_model(PRESETS["baseline"]["model"], in_dim=D)
+    baseline = build_model(resolve_model_spec(PRESETS["baseline"]["model"]), in_dim=D)
     assert baseline.clav is None and baseline.como is None
-    assert build_model(PRESETS["clav_only"]["model"], in_dim=D).como is None
-    assert build_model(PRESETS["como_only"]["model"], in_dim=D).clav is None
+    assert build_model(resolve_model_spec(PRESETS["clav_only"]["model"]), in_dim=D).como is None
+    assert build_model(resolve_model_spec(PRESETS["como_only"]["model"]), in_dim=D).clav is None
     assert resolve_loss_spec(PRESETS["mil_ranking"]["loss"])["mil"]["type"] == "mil_ranking"
     assert resolve_loss_spec(PRESETS["rtfm"]["loss"])["magnitude"]["type"] == "rtfm"
     assert set(PRESET_SUMMARIES) == set(PRESETS)

@@ -149,7 +149,7 @@ def test_wrong_types() -> None:
         "model.embed.hidden: expected int, got float (64.0)"
     )
     assert _error({"embed": {"type": "mlp", "dropout": "0.1"}}) == (
-        "model.embed.dropout: expected float, got str ('0.1')"
+        "model.embed.dropout: expected float, got str ('0.1')"  # quoted in YAML: meant a string
     )
     assert _error({"clav": {"type": "clav", "residual": 1}}) == (
         "model.clav.residual: expected bool, got int (1)"
@@ -212,6 +212,12 @@ def test_out_of_range_values() -> None:
         "model.como.context_window: must be an odd number >= 1, got 4"
     )
     assert _error({"rd_weight": -1}, loss=True) == "loss.rd_weight: must be >= 0, got -1.0"
+    assert _error({"clav": {"type": "clav", "margin": 1e9}}) == (
+        "model.clav.margin: must be in [-1e+06, 1e+06], got 1000000000.0"
+    )
+    assert _error({"clav": {"type": "clav", "margin": float("nan")}}) == (
+        "model.clav.margin: expected a finite number, got nan"
+    )
 
 
 def test_loss_spec_errors() -> None:
@@ -221,13 +227,24 @@ def test_loss_spec_errors() -> None:
     )
     assert _error({"rd_wieght": 0.1}, loss=True) == (
         "loss.rd_wieght: unknown key; did you mean 'rd_weight'? "
-        "Allowed: gate_weight, magnitude, mil, rd_weight, smooth_weight, sparse_weight"
+        "Allowed: gate_weight, magnitude, mil, rd_weight"
     )
     assert _error({"mil": {"type": "topk_bce", "k": "4"}}, loss=True) == (
         "loss.mil.k: expected int, got str ('4')"
     )
-    assert _error({"magnitude": {"type": "none"}, "smooth_weight": "x"}, loss=True) == (
-        "loss.smooth_weight: expected float, got str ('x')"
+    assert _error({"magnitude": {"type": "none"}, "rd_weight": "x"}, loss=True) == (
+        "loss.rd_weight: expected float, got str ('x')"
+    )
+
+
+def test_a_removed_loss_option_names_its_replacement() -> None:
+    assert _error({"smooth_weight": 8e-5}, loss=True) == (
+        "loss.smooth_weight: removed; set loss.mil.smoothness instead (the term belongs to the "
+        "MIL ranking loss, loss.mil.type: mil_ranking)"
+    )
+    assert _error({"sparse_weight": 0.0}, loss=True) == (
+        "loss.sparse_weight: removed; set loss.mil.sparsity instead (the term belongs to the "
+        "MIL ranking loss, loss.mil.type: mil_ranking)"
     )
 
 
@@ -249,8 +266,6 @@ def test_resolve_fills_defaults_and_is_idempotent() -> None:
         "magnitude": {"type": "none"},
         "rd_weight": 0.1,
         "gate_weight": 0.5,
-        "smooth_weight": 0.0,
-        "sparse_weight": 0.0,
     }
     assert resolve_loss_spec(loss) == loss
 
@@ -272,3 +287,13 @@ def test_resolve_canonicalises_values() -> None:
     assert spec["como"]["temporal_sigma"] == 2.0 and type(spec["como"]["temporal_sigma"]) is float
     assert type(spec["embed"]["hidden"]) is int and spec["embed"]["hidden"] == 32
     assert type(spec["embed"]["dropout"]) is float
+
+
+def test_scientific_notation_is_a_float_in_any_spec() -> None:
+    """PyYAML (YAML 1.1) reads ``1e-4`` as a string; a float option reads it as the number."""
+    import yaml
+
+    raw = yaml.safe_load("mil: {type: mil_ranking, smoothness: 1e-4}\nrd_weight: 2e-1\n")
+    assert raw["mil"]["smoothness"] == "1e-4"
+    loss = resolve_loss_spec(raw)
+    assert loss["mil"]["smoothness"] == 1e-4 and loss["rd_weight"] == 0.2

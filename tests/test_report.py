@@ -80,10 +80,14 @@ def _scores_file(directory: Path, seed: int) -> Path:
     return path
 
 
-def write_study(env: Env, name: str, trials: list[Trial], *, planned: list[str] | None = None,
+def write_study(env: Env, name: str, trials: list[Trial], *,
+                planned: list[tuple[str, int]] | None = None,
                 search: dict[str, Any] | None = None, record: bool = True,
                 base_name: str = "full") -> None:
-    """A study as ``ablate run`` leaves it: parent run, child runs, study.json."""
+    """A study as ``ablate run`` leaves it: parent run, child runs, study.json.
+
+    ``planned``: the (variant, seed) of every planned trial; by default those of ``trials``.
+    """
     from ablate.study.identity import TrialIdentity
     from ablate.study.storage import StudyDir
     from ablate.study.tracking import StudyTracker, connect
@@ -117,7 +121,9 @@ def write_study(env: Env, name: str, trials: list[Trial], *, planned: list[str] 
             "name": name, "spec_hash": spec_hash, "dataset": str(env.dataset),
             "spec": {"base_name": base_name, "metric": "auc", "mode": "max", "search": search,
                      "seeds": sorted({t.seed for t in trials}), "design": "grid"},
-            "trials": planned if planned is not None else [t.key for t in trials]})
+            "trials": [{"key": f"{v}/seed{s}", "variant": v, "seed": s} for v, s in planned]
+            if planned is not None else
+            [{"key": t.key, "variant": t.variant, "seed": t.seed} for t in trials]})
 
 
 def _ablation_trials() -> list[Trial]:
@@ -161,7 +167,7 @@ def env(tmp_path_factory) -> Env:
     e = Env(root, f"sqlite:///{root / 'mlflow.db'}", root / "runs", root / "data")
     _tiny_store(e.dataset)
     write_study(e, "abl", _ablation_trials())
-    planned = [f"{v}/seed{s}" for v in ("full", "clav=none", "como=none") for s in (0, 1, 2)]
+    planned = [(v, s) for v in ("full", "clav=none", "como=none") for s in (0, 1, 2)]
     part = [Trial(f"full/seed{s}", "full", s, 0.8 + 0.01 * s, 0.5) for s in (0, 1, 2)]
     part += [Trial("clav=none/seed0", "clav=none", 0, 0.75, 0.45),
              Trial("clav=none/seed1", "clav=none", 1, 0.70, 0.40, status="FAILED"),
@@ -412,6 +418,72 @@ def test_record_of_another_spec_or_without_base(env: Env, tmp_path: Path):
             "spec's base_name names it)\n") in result.stderr
     rows = _by_variant(tmp_path / "out-b")
     assert all(r["delta_auc"] is None and r["p_auc"] is None for r in rows.values())
+
+
+def test_variants_come_from_the_record_and_the_run_tags_not_the_trial_keys(env: Env,
+                                                                            tmp_path: Path):
+    from ablate.study.storage import StudyDir
+
+    # Keys without "variant/seed" in them: only the record and the tags say what they are.
+    trials = [Trial(f"run-{s}", "full", s, 0.8 + 0.01 * s, 0.5) for s in (0, 1)]
+    write_study(env, "keys", trials, record=False)
+    record = {"name": "keys", "spec_hash": "hash-keys", "dataset": str(env.dataset),
+              "spec": {"base_name": "full", "metric": "auc", "mode": "max", "search": None},
+              "trials": [*({"key": t.key, "variant": t.variant, "seed": t.seed} for t in trials),
+                         {"key": "planned-only", "variant": "clav=none", "seed": 0}]}
+    StudyDir.at(str(tmp_path / "new"), "keys").write_record(record)
+    result = report(env, "keys", tmp_path / "out", "--storage", str(tmp_path / "new"))
+    assert result.exit_code == 0, result.output
+    assert "missing 1 trial(s):\n  planned-only " in result.stderr
+    rows = _by_variant(tmp_path / "out")
+    assert list(rows) == ["full", "clav=none"]
+    assert rows["full"]["seeds"] == [0, 1] and rows["clav=none"]["n"] == 0
+
+    # A record that lists trials as bare keys (an older ablate) is refused, not parsed.
+    StudyDir.at(str(tmp_path / "old"), "keys").write_record(
+        {**record, "trials": [t.key for t in trials]})
+    result = report(env, "keys", tmp_path / "out-old", "--storage", str(tmp_path / "old"))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"error: {tmp_path}/old/keys/study.json: trials[0] is 'run-0', not an object with a "
+        f"string key and variant and an integer seed")
+
+
+def test_a_trial_run_without_its_identity_tags_is_left_out(env: Env, tmp_path: Path):
+    from mlflow import MlflowClient
+
+    write_study(env, "untagged", [Trial("full/seed0", "full", 0, 0.8, 0.5)])
+    client = MlflowClient(tracking_uri=env.uri)
+    experiment = client.get_experiment_by_name("untagged")
+    stray = client.create_run(experiment.experiment_id, tags={
+        "ablate.role": "trial", "ablate.study": "untagged", "ablate.trial_key": "other/seed0",
+        "ablate.seed": "zero"}).info.run_id
+    client.set_terminated(stray)
+    result = report(env, "untagged", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert (f"note: run {stray} is tagged as a trial of 'untagged' but has no valid "
+            f"ablate.variant, ablate.seed; left out") in result.stderr
+    assert list(_by_variant(tmp_path / "out")) == ["full"]
+
+
+def test_search_latex_has_a_column_per_cell_when_selecting_on_validation():
+    from ablate.report.model import Report
+    from ablate.report.render.latex import latex
+    from ablate.report.search import ConfigRow
+    from ablate.report.table import Stat
+
+    stats = {m: Stat(2, 0.8, 0.01) for m in ("val_auc", "auc", "ap")}
+    config = ConfigRow(rank=1, params={"train.lr": "0.001"}, seeds=(0, 1), stats=stats,
+                       run_ids={0: "a", 1: "b"}, keys=("k0", "k1"))
+    search = Report(study="s", tracking_uri="sqlite:///x.db", parent_run_id="p", spec_hash=None,
+                    design=None, dataset=None, metric="val_auc", mode="max", base=None,
+                    is_search=True, rows=(), planned=2, finished=2, missing=(), best=None,
+                    n_boot=10, seed=0, configs=(config,), search_params=("train.lr",))
+    tex = latex(search)
+    cols = tex.split(r"\begin{tabular}{")[1].split("}")[0]
+    head, body = [line for line in tex.splitlines() if line.endswith(r"\\")]
+    assert len(cols) == head.count("&") + 1 == body.count("&") + 1 == 6
+    assert head.endswith(r"val AUC (\%) & AUC (\%) & AP (\%) \\")
 
 
 def test_unknown_study(env: Env, tmp_path: Path):

@@ -17,10 +17,10 @@ def _write_study(root: Path, name: str, select_on_test: bool) -> str:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     tracker = StudyTracker(connect(uri), name, f"hash-{name}")
     tracker.start_study({"spec_hash": f"hash-{name}", "design": "grid", "trials": 4})
-    keys = []
+    planned = []
     for i, (variant, seed) in enumerate([(v, s) for v in ("full", "clav=none") for s in (0, 1)]):
         key = f"{variant}/seed{seed}"
-        keys.append(key)
+        planned.append({"key": key, "variant": variant, "seed": seed})
         run_id = tracker.child(TrialIdentity(key, variant, seed, f"config{i}"), f"t{i}",
                                {"model": {"variant": variant}, "seed": seed})
         row = {"epoch": 1, "auc": 0.8 - 0.1 * i, "ap": 0.5, "val_auc": 0.9 - 0.1 * i,
@@ -36,7 +36,7 @@ def _write_study(root: Path, name: str, select_on_test: bool) -> str:
         "spec": {"base_name": "full", "metric": "auc" if select_on_test else "val_auc",
                  "mode": "max", "search": None, "seeds": [0, 1], "design": "grid",
                  "select_on_test": select_on_test},
-        "trials": keys})
+        "trials": planned})
     return uri
 
 

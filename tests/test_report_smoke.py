@@ -1,5 +1,5 @@
-"""End to end: ``ablate run search_spaces/smoke.yaml`` in a real subprocess, then
-``ablate report smoke`` on what it wrote; and the same for a tiny search study."""
+"""End to end: ``ablate report smoke`` in a real subprocess on what the session's smoke study
+(``ablate run search_spaces/smoke.yaml``) wrote; and the same for a tiny search study."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from ablate.cli import cli
+from tests.conftest import SmokeStudy
+from tests.studykit import assert_ran, run_in_process
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_SEARCH = """\
 name: tinysearch
 dataset: synthetic
@@ -46,12 +47,11 @@ def _exe() -> str:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """A working directory and an environment with its own data cache and no tracking URI."""
-    work = tmp_path_factory.mktemp("smoke")
+def workdir(smoke_study: SmokeStudy) -> tuple[Path, dict[str, str]]:
+    """The smoke study's directory, and an environment with the session's data cache and no
+    tracking URI."""
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
-    env["ABLATE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    return work, env
+    return smoke_study.workdir, env
 
 
 def _run(args: list[str], work: Path, env: dict[str, str], timeout: int = 900):
@@ -63,10 +63,8 @@ def _run(args: list[str], work: Path, env: dict[str, str], timeout: int = 900):
 
 @pytest.fixture(scope="module")
 def smoke(workdir) -> Path:
-    """The smoke study run, then reported with every default (./mlflow.db, ./runs,
-    ./dashboards/smoke)."""
+    """The smoke study reported with every default (./mlflow.db, ./runs, ./dashboards/smoke)."""
     work, env = workdir
-    _run(["run", str(REPO / "search_spaces" / "smoke.yaml"), "--quiet"], work, env)
     done = _run(["report", "smoke"], work, env, timeout=300)
     assert done.stdout.startswith("study 'smoke' (ablation): 6/6 trials finished\n")
     return work
@@ -124,7 +122,7 @@ def test_smoke_report_with_a_failed_trial(smoke: Path, tmp_path: Path, monkeypat
 def test_search_report(smoke: Path, workdir):
     work, env = workdir
     (work / "tinysearch.yaml").write_text(TINY_SEARCH)
-    _run(["run", "tinysearch.yaml", "--quiet"], work, env)
+    assert_ran(run_in_process(["run", "tinysearch.yaml", "--quiet"], work), "ablate run")
     done = _run(["report", "tinysearch"], work, env, timeout=300)
     assert done.stdout.startswith("study 'tinysearch' (search): 3/3 trials finished\n")
     body = json.loads((work / "dashboards" / "tinysearch" / "search.json").read_text())

@@ -242,10 +242,11 @@ def test_ui_binds_loopback_by_default() -> None:
     assert host.default == "127.0.0.1"
 
 
-def test_local_ray_starts_without_a_dashboard(tmp_path: Path, cache: Path,
+def test_local_ray_starts_without_a_dashboard(tmp_path: Path, cache: Path, tracking_uri: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
+    from ablate.study.plan import build_plan
     from ablate.study.runner import run_study
     from ablate.study.spec import load_spec
 
@@ -262,9 +263,8 @@ def test_local_ray_starts_without_a_dashboard(tmp_path: Path, cache: Path,
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", fake_init)
-    spec = load_spec(write_spec(tmp_path, "ports"))
+    plan = build_plan(load_spec(write_spec(tmp_path, "ports")))
     with pytest.raises(Started):
-        run_study(spec, str(tmp_path / "runs"), f"sqlite:///{tmp_path / 'mlflow.db'}", None,
-                  quiet=True)
+        run_study(plan, str(tmp_path / "runs"), tracking_uri, None, quiet=True)
     assert calls and calls[0]["address"] == "local"
     assert calls[0]["include_dashboard"] is False

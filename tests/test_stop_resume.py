@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.studykit import (
+    TRACKING_STORES,
     Driver,
     assert_study_complete,
     results,
@@ -51,7 +52,7 @@ class Study:
         self.name = name
         self.spec = write_spec(directory, name, epochs=EPOCHS)
         self.root = directory / "runs" / name
-        self.tracking_uri = f"sqlite:///{directory / 'mlflow.db'}"
+        self.tracking_uri = TRACKING_STORES.new(directory)
         self.env = study_env(cache)
 
     def args(self, storage: Path | None = None) -> list[str]:

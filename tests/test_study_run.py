@@ -1,5 +1,6 @@
-"""`ablate run` end to end on a real local Ray and a real SQLite MLflow store, including a
-SIGKILL of the driver mid-study and the resume that follows."""
+"""`ablate run` end to end on a real local Ray and a real SQLite MLflow store: the session's
+smoke study (run in this process), and a driver process SIGKILLed mid-study and the resume that
+follows."""
 
 from __future__ import annotations
 
@@ -10,13 +11,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import run_cli
-from tests.studykit import assert_study_complete, results, split_slow, trial_dirs, trial_runs
+from tests.conftest import SmokeStudy, run_cli
+from tests.studykit import (
+    assert_study_complete,
+    results,
+    run_in_process,
+    split_slow,
+    trial_dirs,
+    trial_runs,
+)
 
 SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
 SMOKE_KEYS = {f"{v}/seed{s}" for v in ("full", "clav=none", "como=none") for s in (0, 1)}
@@ -49,16 +58,8 @@ def trial_results(workdir: Path) -> dict[str, list[dict]]:
             for rows in map(results, trial_dirs(workdir / "runs" / "smoke")) if rows}
 
 
-@pytest.fixture(scope="module")
-def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    workdir = tmp_path_factory.mktemp("smoke")
-    result = run_cli("run", str(SMOKE), cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    return workdir, result.stdout
-
-
-def test_smoke_study_runs_and_tracks_every_trial(smoke_study: tuple[Path, str]) -> None:
-    workdir, stdout = smoke_study
+def test_smoke_study_runs_and_tracks_every_trial(smoke_study: SmokeStudy) -> None:
+    workdir, stdout = smoke_study.workdir, smoke_study.stdout
     assert "study 'smoke': 6/6 trials done, 0 failed" in stdout
     assert "ablate report smoke" in stdout and "ablate ui" in stdout
     assert_complete(workdir)
@@ -75,34 +76,34 @@ def test_smoke_study_runs_and_tracks_every_trial(smoke_study: tuple[Path, str]) 
                                   for s in (0, 1))
 
 
-def test_rerunning_a_finished_study_duplicates_nothing(smoke_study: tuple[Path, str]) -> None:
-    workdir, _ = smoke_study
+def test_rerunning_a_finished_study_duplicates_nothing(smoke_study: SmokeStudy) -> None:
+    workdir = smoke_study.workdir
     before = {r.info.run_id for r in child_runs(workdir)}
-    result = run_cli("run", str(SMOKE), cwd=workdir)
-    assert result.returncode == 0, result.stderr
+    result = run_in_process(["run", str(SMOKE)], workdir)
+    assert result.exit_code == 0, result.output
     assert "(resumed)" in result.stdout
     assert {r.info.run_id for r in child_runs(workdir)} == before
     assert_complete(workdir)
 
 
-def test_status_reads_the_study(smoke_study: tuple[Path, str]) -> None:
-    workdir, _ = smoke_study
+def test_status_reads_the_study(smoke_study: SmokeStudy) -> None:
+    workdir = smoke_study.workdir
     result = run_cli("status", "smoke", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "trials: 6 done" in result.stdout
     assert "full/seed0" in result.stdout
 
 
-def test_changed_spec_is_refused(smoke_study: tuple[Path, str]) -> None:
-    workdir, _ = smoke_study
+def test_changed_spec_is_refused(smoke_study: SmokeStudy) -> None:
+    workdir = smoke_study.workdir
     changed = workdir / "smoke_changed.yaml"
     changed.write_text(SMOKE.read_text().replace("seeds: [0, 1]", "seeds: [0, 1, 2]"))
-    result = run_cli("run", str(changed), cwd=workdir)
-    assert result.returncode == 1
+    result = run_in_process(["run", str(changed)], workdir)
+    assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("error: study 'smoke' at ")
-    assert "was created from a different spec" in lines[0] and "--name NEW_NAME" in lines[0]
+    assert "was created from a different plan" in lines[0] and "--name NEW_NAME" in lines[0]
 
 
 def _session_processes(session_id: int) -> dict[int, str]:
@@ -118,7 +119,9 @@ def _session_processes(session_id: int) -> dict[int, str]:
     return processes
 
 
-def test_sigkill_mid_study_then_the_same_command_completes(tmp_path: Path) -> None:
+def test_sigkill_mid_study_then_the_same_command_completes(
+        tmp_path: Path, new_tracking_store: Callable[[Path], str]) -> None:
+    new_tracking_store(tmp_path)  # the driver's default ./mlflow.db, without its schema setup
     exe = str(Path(sys.executable).parent / "ablate")
     driver = subprocess.Popen([exe, "run", str(SMOKE)], cwd=tmp_path, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

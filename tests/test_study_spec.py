@@ -9,8 +9,9 @@ import yaml
 from click.testing import CliRunner
 
 from ablate.cli import cli
-from ablate.study.plan import expand, variants
+from ablate.study.plan import build_plan
 from ablate.study.spec import load_spec, parse_spec
+from ablate.study.variants import variants
 
 SPECS = Path(__file__).resolve().parents[1] / "search_spaces"
 
@@ -31,8 +32,7 @@ def _spec(**changes: object) -> dict:
 @pytest.mark.parametrize(("name", "count", "n_variants"), [
     ("smoke", 6, 3), ("como", 48, 8), ("clav", 21, 7), ("full", 27, 9)])
 def test_shipped_specs_expand(name: str, count: int, n_variants: int) -> None:
-    spec = load_spec(SPECS / f"{name}.yaml")
-    trials = expand(spec)
+    trials = build_plan(load_spec(SPECS / f"{name}.yaml")).trials
     assert len(trials) == count
     assert len({t.variant for t in trials}) == n_variants
     assert len({t.key for t in trials}) == count  # no duplicate trials
@@ -81,7 +81,7 @@ def test_spec_hash_ignores_resources_but_not_seeds() -> None:
     a = parse_spec(_spec())
     b = parse_spec(_spec(resources={"cpu": 2, "gpu": 0.5}, max_concurrent=8))
     c = parse_spec(_spec(seeds=[0, 1, 2]))
-    assert a.spec_hash() == b.spec_hash() != c.spec_hash()
+    assert build_plan(a).hash == build_plan(b).hash != build_plan(c).hash
 
 
 BAD_SPECS = [
@@ -90,7 +90,7 @@ BAD_SPECS = [
     ("name: t\nbase: full\nseedz: 2\n",
      "seedz: unknown key; did you mean 'seeds'? Allowed: name, description, dataset, base, "
      "base_name, overrides, ablation, seeds, search, scheduler, metric, mode, resources, "
-     "max_concurrent, max_failures, reference, select_on_test"),
+     "max_concurrent, max_failures, reference, select_on_test, fuse"),
     ("name: t\nbase: full\nablation:\n  axes:\n    model.clav.type: [clv]\n",
      "ablation.axes model.clav.type='clv': model.clav.type: unknown component 'clv'; did you "
      "mean 'clav'? Allowed: clav, none"),
@@ -100,12 +100,32 @@ BAD_SPECS = [
      "ablation.axes.model.clav.margin: empty axis; give at least one value under 'values'"),
     ("name: t\nbase: full\nseeds: 0\n", "seeds: must be >= 1, got 0"),
     ("name: t\nbase: full\nmax_concurrent: two\n",
-     "max_concurrent: expected an int, got str ('two')"),
+     "max_concurrent: expected int, got str ('two')"),
     ("name: t\nbase: fulll\n",
      "base: unknown preset 'fulll'; allowed: baseline, clav_only, como_only, full, mil_ranking, "
      "rtfm or a mapping with model, loss, train"),
     ("name: t\nbase: full\nablation:\n  design: factorial\n",
      "ablation.design: expected one of grid, leave_one_out, add_one_in, got 'factorial'"),
+    ("name: t\nbase: full\nmode: maximum\n", "mode: expected one of max, min, got 'maximum'"),
+    ("name: t\nbase: full\nmetric: acc\n",
+     "metric: expected one of val_auc, val_ap, auc, ap, ap_sklearn, got 'acc'"),
+    ("name: t\nbase: full\nscheduler: {type: hyperband}\n",
+     "scheduler.type: expected one of none, asha, got 'hyperband'"),
+    ("name: t\nbase: full\nscheduler: {type: asha, grace_perod: 2}\n",
+     "scheduler.grace_perod: unknown key; did you mean 'grace_period'? Allowed: grace_period, "
+     "reduction_factor, type"),
+    ("name: t\nbase: full\nscheduler: {type: asha, reduction_factor: 1}\n",
+     "scheduler.reduction_factor: must be >= 2, got 1"),
+    ("name: t\nbase: full\nresources: {cpu: two}\n",
+     "resources.cpu: expected float, got str ('two')"),
+    ("name: t\nbase: full\nselect_on_test: yes please\n",
+     "select_on_test: expected bool, got str ('yes please')"),
+    ("name: t\nbase: full\nsearch:\n  algorithm: grid\n  space: {train.lr: {values: [1]}}\n",
+     "search.algorithm: expected one of optuna, random, got 'grid'"),
+    ("name: t\nbase: full\nsearch:\n  space:\n    train.epochs: {int: [1, 2.5]}\n",
+     "search.space.train.epochs.int: expected int, got float (2.5)"),
+    ("name: t\nbase: full\nsearch:\n  space:\n    train.lr: {normal: [0, 1]}\n",
+     "search.space.train.lr: expected one of values, uniform, loguniform, int, got 'normal'"),
     ("name: t\nbase: full\nsearch:\n  space:\n    train.lr: {loguniform: [0, 1]}\n",
      "search.space.train.lr.loguniform: expected 0 < low < high for loguniform and low < high "
      "otherwise, got [0, 1]"),
@@ -173,8 +193,40 @@ def test_selecting_on_test_must_be_said(how: str, changes: dict) -> None:
         "marks the results test-tuned)")
     spec = parse_spec({**raw, "select_on_test": True})
     assert spec.select_on_test and spec.metric == "auc"
-    assert spec.spec_hash() != parse_spec({**raw, "metric": "val_auc"}).spec_hash()
+    assert build_plan(spec).hash != build_plan(parse_spec({**raw, "metric": "val_auc"})).hash
 
 
 def test_an_ablation_may_rank_by_a_test_metric_without_selecting() -> None:
     assert parse_spec(_spec(metric="ap")).metric == "ap"
+
+
+def test_yaml_1_1_scientific_notation_reads_as_a_number() -> None:
+    """PyYAML reads ``1e-4`` as a string; a numeric field reads it as the number it means."""
+    raw = yaml.safe_load("name: t\nbase: full\nsearch:\n  algorithm: random\n  space:\n"
+                         "    train.lr: {loguniform: [1e-4, 1e-2]}\nresources: {cpu: 5e-1}\n")
+    spec = parse_spec(raw)
+    assert spec.search is not None
+    assert spec.search.space["train.lr"].args == (1e-4, 1e-2)
+    assert spec.resources.cpu == 0.5
+
+
+def test_enumerations_are_the_field_annotations() -> None:
+    """The choices a spec accepts are read from the annotations of the fields they fill."""
+    import typing
+
+    from ablate.metrics import METRICS as TEST_METRICS
+    from ablate.metrics import VALIDATION_METRICS
+    from ablate.study import spec as module
+
+    hints = typing.get_type_hints(module.StudySpec)
+    assert typing.get_args(hints["design"]) == module.DESIGNS
+    assert typing.get_args(hints["mode"]) == module.MODES
+    assert typing.get_args(hints["metric"]) == module.METRICS
+    # The metric names are ablate.metrics' names; the Literal spells them out for readers.
+    assert module.METRICS == (*VALIDATION_METRICS, *TEST_METRICS)
+    assert typing.get_args(typing.get_type_hints(module.SchedulerSpec)["type"]) == (
+        module.SCHEDULERS)
+    assert typing.get_args(typing.get_type_hints(module.SearchSpec)["algorithm"]) == (
+        module.ALGORITHMS)
+    assert typing.get_args(typing.get_type_hints(module.Distribution)["kind"]) == (
+        module.DISTRIBUTIONS)

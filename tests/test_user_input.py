@@ -47,10 +47,15 @@ def _spec_file(directory: Path, **changes: object) -> Path:
     ({"train.weight_decay": -1}, "base: train.weight_decay: must be in [0, 1], got -1.0"),
     ({"train.epochs": 10**9}, "base: train.epochs: must be in [1, 100000], got 1000000000"),
     ({"train.threads": -2}, "base: train.threads: must be in [0, 1024], got -2"),
-    ({"model.clav.margin": math.inf},
-     "base: model.clav.margin: must be a finite number in [-1e+06, 1e+06], got inf"),
-    ({"loss.rd_weight": math.nan},
-     "base: loss.rd_weight: must be a finite number in [-1e+06, 1e+06], got nan"),
+    ({"model.clav.margin": math.inf}, "base: model.clav.margin: expected a finite number, got inf"),
+    ({"model.clav.margin": 1e9},
+     "base: model.clav.margin: must be in [-1e+06, 1e+06], got 1000000000.0"),
+    ({"loss.rd_weight": math.nan}, "base: loss.rd_weight: expected a finite number, got nan"),
+    ({"train.device": "gpu"}, "base: train.device: expected one of auto, cpu, cuda, got 'gpu'"),
+    ({"train.batch_size": 33},
+     "base: train.batch_size: must be even (half normal, half abnormal), got 33"),
+    ({"train.val_fraction": 1.0}, "base: train.val_fraction: must be in [0, 1), got 1.0"),
+    ({"train.lr": "1e-3x"}, "base: train.lr: expected float, got str ('1e-3x')"),
 ])
 def test_values_that_cannot_train_fail_the_dry_run(tmp_path: Path, overrides: dict,
                                                     message: str) -> None:
@@ -82,6 +87,7 @@ def test_resources_must_be_finite(tmp_path: Path) -> None:
     ("train.lr=.nan", "error: train.lr: expected a finite number, got nan"),
     ("train.lr=1e999", "error: train.lr: expected a finite number, got inf"),
     ("train.weight_decay=-1", "error: train.weight_decay: must be in [0, 1], got -1.0"),
+    ("train.amp=1", "error: train.amp: expected bool, got int (1)"),
 ])
 def test_set_values_that_cannot_train_are_one_line(tmp_path: Path, option: str,
                                                    message: str) -> None:

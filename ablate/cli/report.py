@@ -23,14 +23,6 @@ EXPOSED = ("warning: --host {host} makes the MLflow UI reachable from other mach
            "authentication; keep it on 127.0.0.1 and use an SSH tunnel where you can")
 
 
-def _check_name(study: str) -> None:
-    from ablate.study.spec import NAME_PATTERN
-
-    if not NAME_PATTERN.match(study):
-        raise click.BadParameter(f"expected letters, digits, '_', '.', '-', got {study!r}",
-                                 param_hint="STUDY")
-
-
 def _check_store(uri: str) -> None:
     """A SQLite store must exist: MLflow would create an empty one, leaving a stray file."""
     from ablate.study.tracking import sqlite_path
@@ -38,18 +30,6 @@ def _check_store(uri: str) -> None:
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise AblateError(NO_STORE.format(path=db))
-
-
-def _echo_table(report) -> None:
-    from ablate.report import render
-
-    header, rows = (render.config_cells(report) if report.is_search
-                    else render.ablation_cells(report))
-    if not rows:
-        return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    for cells in [header, *rows]:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
 
 
 @click.command("report")
@@ -68,14 +48,22 @@ def _echo_table(report) -> None:
 def report(study: str, out: Path | None, tracking_uri: str | None, storage: str, n_boot: int,
            seed: int) -> None:
     """Write the ablation table and plots of STUDY (finished or not) and log them to MLflow."""
-    from ablate.report.build import ARTIFACT_PATH, build_report, log_report, write_report
+    from ablate.cli.options import study_name
+    from ablate.report.build import build_report
+    from ablate.report.collect import collect, metric_histories
+    from ablate.report.publish import ARTIFACT_PATH, log_report, write_report
+    from ablate.report.render.terminal import summary, warnings
+    from ablate.report.scores import read_best_scores
     from ablate.study.tracking import connect, resolve_tracking_uri
 
-    _check_name(study)
+    study_name(study, "STUDY")
     uri = resolve_tracking_uri(tracking_uri)
     _check_store(uri)
     client = connect(uri)
-    result = build_report(client, study, storage, n_boot=n_boot, seed=seed)
+    runs = collect(client, study, storage)
+    best_scores, score_notes = read_best_scores(client, runs)
+    result = build_report(runs, metric_histories(client, runs.finished, runs.metric),
+                          best_scores, score_notes, n_boot=n_boot, seed=seed)
     target = out if out is not None else Path(DEFAULT_DASHBOARDS) / study
     try:
         files = write_report(result, target)
@@ -83,18 +71,10 @@ def report(study: str, out: Path | None, tracking_uri: str | None, storage: str,
         raise AblateError(CANNOT_WRITE.format(path=target, problem=exc.strerror or exc)) from None
     log_report(client, result, target, files)
 
-    kind = "search" if result.is_search else "ablation"
-    planned = "?" if result.planned is None else result.planned
-    click.echo(f"study '{study}' ({kind}): {result.finished}/{planned} trials finished")
-    _echo_table(result)
-    if result.missing:
-        click.echo(f"missing {len(result.missing)} trial(s):", err=True)
-        for m in result.missing:
-            click.echo(f"  {m.key:<40} {m.state}", err=True)
-        click.echo("  the report covers the finished trials only; rerun `ablate run SPEC` to "
-                   "finish the study, then report again", err=True)
-    for note in result.notes:
-        click.echo(f"note: {note}", err=True)
+    for line in summary(result):
+        click.echo(line)
+    for line in warnings(result):
+        click.echo(line, err=True)
     plots = sum(1 for f in files if f.suffix == ".png")
     names = ", ".join(f.name for f in files if f.suffix != ".png")
     click.echo(f"wrote {target}/: {names}, {plots} plot(s)")

@@ -5,16 +5,22 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ablate.errors import AblateError
 
+if TYPE_CHECKING:
+    from ablate.study.plan import Plan
+
 DEFAULT_STORAGE = "runs"
 INTERRUPTED = "interrupted: study '{name}' stopped{done}; run the same command to resume"
-# How the driver runs Tune: frequent experiment snapshots (a stopped driver loses little), and
-# Tune's plain progress output (ablate prints its own).
-RUN_ENVIRONMENT = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0"}
+# How the driver runs Tune: frequent experiment snapshots (a stopped driver loses little),
+# Tune's plain progress output (ablate prints its own), and of Tune's per-result loggers only the
+# JSON one the runner adds (CSV and TensorBoard files cost the driver CPU the trials need).
+RUN_ENVIRONMENT = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0",
+                   "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
 
 
 def use_cluster_token(address: str | None) -> None:
@@ -36,40 +42,35 @@ def use_cluster_token(address: str | None) -> None:
         raise AblateError(RAY_TOKEN.format(address=address, which=which))
 
 
-def _load(spec_file: Path, name: str | None):
+def load_plan(spec_file: Path, name: str | None) -> Plan:
+    """The study file's plan, resolved once (under ``name`` when given)."""
+    from ablate.cli.options import study_name
+    from ablate.study.plan import build_plan
     from ablate.study.spec import load_spec
 
     spec = load_spec(spec_file)
     if name is not None:
-        from ablate.study.spec import NAME_PATTERN
-
-        if not NAME_PATTERN.match(name):
-            raise click.BadParameter(f"expected letters, digits, '_', '.', '-', got {name!r}",
-                                     param_hint="--name")
-        spec = dataclasses.replace(spec, name=name)
-    return spec
+        spec = dataclasses.replace(spec, name=study_name(name, "--name"))
+    return build_plan(spec)
 
 
-def print_trial_table(spec) -> int:
-    from ablate.study.plan import expand, variants
-
-    trials = expand(spec)
+def print_trial_table(plan: Plan) -> int:
+    spec = plan.spec
     if spec.search is not None:
         click.echo(f"study '{spec.name}': search ({spec.search.algorithm}) over "
                    f"{', '.join(spec.search.space)}; {spec.search.num_samples} samples x "
-                   f"{len(spec.seeds)} seed(s) = {spec.search.num_samples * len(spec.seeds)} "
-                   f"trials; scheduler {spec.scheduler.type}")
-        return spec.search.num_samples * len(spec.seeds)
-    width = max(len(t.variant) for t in trials)
+                   f"{len(spec.seeds)} seed(s) = {plan.total} trials; scheduler "
+                   f"{spec.scheduler.type}")
+        return plan.total
+    width = max(len(t.variant) for t in plan.trials)
     click.echo(f"{'#':>4}  {'variant':<{width}}  seed  changes")
-    changes = {v.name: v.changes for v in variants(spec)}
-    for i, t in enumerate(trials, start=1):
+    changes = {v.name: v.changes for v in plan.variants}
+    for i, t in enumerate(plan.trials, start=1):
         change = ", ".join(f"{k}={v}" for k, v in changes[t.variant].items()) or "-"
         click.echo(f"{i:>4}  {t.variant:<{width}}  {t.seed:>4}  {change}")
-    n_variants = len({t.variant for t in trials})
-    click.echo(f"study '{spec.name}' ({spec.design}): {n_variants} variants x {len(spec.seeds)} "
-               f"seed(s) = {len(trials)} trials")
-    return len(trials)
+    click.echo(f"study '{spec.name}' ({spec.design}): {len(plan.variants)} variants x "
+               f"{len(spec.seeds)} seed(s) = {plan.total} trials")
+    return plan.total
 
 
 @click.command("run")
@@ -92,9 +93,10 @@ def run(spec_file: Path, dry_run: bool, storage: str, tracking_uri: str | None,
     from ablate.cli.stop import graceful_stop
     from ablate.study.tracking import resolve_tracking_uri
 
-    spec = _load(spec_file, name)
+    plan = load_plan(spec_file, name)
+    spec = plan.spec
     if dry_run:
-        print_trial_table(spec)
+        print_trial_table(plan)
         return
     for key, value in RUN_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
@@ -108,7 +110,7 @@ def run(spec_file: Path, dry_run: bool, storage: str, tracking_uri: str | None,
     uri = resolve_tracking_uri(tracking_uri)
     with graceful_stop() as stop:
         try:
-            outcome = run_study(spec, storage, uri, address, quiet=quiet)
+            outcome = run_study(plan, storage, uri, address, quiet=quiet)
         except KeyboardInterrupt:  # stopped before or after Tune ran: nothing to count
             outcome = None
     if outcome is None or outcome.interrupted:
@@ -122,7 +124,7 @@ def run(spec_file: Path, dry_run: bool, storage: str, tracking_uri: str | None,
 
 
 def _summary(spec, outcome) -> None:
-    from ablate.study.callback import SHOWN
+    from ablate.study.context import SHOWN
 
     rows = outcome.rows
     width = max([len("variant")] + [len(r.variant) for r in rows])

@@ -31,7 +31,7 @@ def train(config_or_preset: str, data_dir: Path | None, out_dir: Path, seed: int
     from ablate.data import load
     from ablate.data.synth import default_store
     from ablate.train.outputs import write_trial_outputs
-    from ablate.train.trainer import run_trial
+    from ablate.train.resume import run_trial
 
     overrides = dict(parse_set_option(item) for item in sets)
     if seed is not None:

@@ -307,7 +307,8 @@ def generate(out_dir: Path, scale: str = "small", seed: int = 0, overwrite: bool
     gen = Generator(scale, seed)
     s = gen.scale
     total = s.train_abnormal + s.train_normal + s.test_abnormal + s.test_normal
-    source = {"kind": "synthetic", "version": VERSION, "scale": scale, "seed": seed}
+    source = {"kind": "synthetic", "version": VERSION, "scale": scale, "seed": seed,
+              "generator": generator_fingerprint()}
     out_dir = Path(out_dir)
     import click
 
@@ -326,8 +327,28 @@ def generate(out_dir: Path, scale: str = "small", seed: int = 0, overwrite: bool
     return out_dir
 
 
+def generator_fingerprint() -> str:
+    """Of this module's code: a cached store written by other generator code is regenerated,
+    even when ``VERSION`` was not bumped."""
+    import hashlib
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def _is_current(path: Path) -> bool:
+    import json
+
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    source = manifest.get("source") if isinstance(manifest, dict) else None
+    return isinstance(source, dict) and source.get("generator") == generator_fingerprint()
+
+
 def default_store(scale: str = "small", seed: int = 0) -> Path:
-    """The synthetic store in the user cache, generated on first use.
+    """The synthetic store in the user cache, generated on first use and again whenever the
+    generator's code changed.
 
     ``ABLATE_CACHE`` overrides the cache root (default ``~/.cache/ablate``).
     """
@@ -335,12 +356,12 @@ def default_store(scale: str = "small", seed: int = 0) -> Path:
 
     root = Path(os.environ.get("ABLATE_CACHE", Path.home() / ".cache" / "ablate"))
     path = root / "synthetic" / f"v{VERSION}" / f"{scale}-seed{seed}"
-    if not (path / "manifest.json").exists():
+    if not _is_current(path):
         import fcntl
 
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path.parent / f".{path.name}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent first uses generate once
-            if not (path / "manifest.json").exists():
+            if not _is_current(path):
                 generate(path, scale=scale, seed=seed, overwrite=True, progress=True)
     return path

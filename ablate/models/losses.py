@@ -1,4 +1,4 @@
-"""Training objectives: a MIL loss, an optional magnitude loss, and global regularisers.
+"""Training objectives: a MIL loss, an optional magnitude loss, and CLAV's losses.
 
 Every loss here works on a batch holding both normal (label 0) and abnormal (label 1) videos, as the
 trainer samples them half and half; a term that needs both classes is zero when one is missing.
@@ -8,6 +8,10 @@ trainer samples them half and half; a term that needs both classes is zero when 
 
 ``parts`` holds each active term's weighted contribution (they sum to ``total``), as floats for
 logging.
+
+Each term has exactly one owner: Sultani et al.'s smoothness and sparsity belong to the MIL ranking
+loss (``loss.mil.smoothness``, ``loss.mil.sparsity``), CLAV's losses to the global ``rd_weight`` and
+``gate_weight``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from torch import nn
 
 from ablate.models.model import ModelOutput
 from ablate.models.registry import NON_NEGATIVE, POSITIVE, REGISTRY, Constraint
-from ablate.models.spec import resolve_loss_spec
+from ablate.models.spec import require_resolved
 
 
 def topk_mean(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -77,7 +81,8 @@ class MILRanking(nn.Module):
     """MIL ranking loss (Sultani et al. 2018): top abnormal snippet above top normal one by 1.
 
     Over every (abnormal, normal) pair of the batch: max(0, 1 - max(s_abnormal) + max(s_normal)),
-    averaged; plus the paper's smoothness and sparsity terms on the abnormal videos' scores.
+    averaged; plus the paper's smoothness and sparsity terms on the abnormal videos' scores. These
+    options are the only place the two terms are set.
 
     Args:
         smoothness: Weight of sum_t (s_t - s_{t+1})^2 on abnormal videos (the paper: 8e-5).
@@ -159,8 +164,6 @@ class Objective:
         clav: The model's CLAV module, or None when CLAV is off.
         rd_weight: Weight of CLAV's relative distance loss.
         gate_weight: Weight of the top-k MIL loss that ties CLAV's gate to the video label.
-        smooth_weight: Weight of the smoothness of abnormal videos' scores.
-        sparse_weight: Weight of the sparsity of abnormal videos' scores.
     """
 
     def __init__(
@@ -170,16 +173,12 @@ class Objective:
         clav: nn.Module | None,
         rd_weight: float,
         gate_weight: float,
-        smooth_weight: float,
-        sparse_weight: float,
     ) -> None:
         self.mil = mil
         self.magnitude = magnitude
         self.clav = clav
         self.rd_weight = rd_weight
         self.gate_weight = gate_weight
-        self.smooth_weight = smooth_weight
-        self.sparse_weight = sparse_weight
 
     def __call__(
         self, out: ModelOutput, labels: torch.Tensor
@@ -205,11 +204,6 @@ class Objective:
             # must be high exactly when the video is abnormal (the same MIL signal as the scores).
             gate = topk_mean(out.extras["clav_gate"], self.clav.k)  # (B,)
             terms["gate"] = self.gate_weight * F.binary_cross_entropy(gate, labels)
-        abn_scores = out.scores[labels > 0.5]  # (A, T)
-        if self.smooth_weight > 0:
-            terms["smooth"] = self.smooth_weight * smoothness(abn_scores)
-        if self.sparse_weight > 0:
-            terms["sparse"] = self.sparse_weight * sparsity(abn_scores)
         total = torch.stack(list(terms.values())).sum()
         # One device sync for all the logged values instead of one per term.
         values = torch.stack([*terms.values(), total]).detach().cpu().tolist()
@@ -217,11 +211,12 @@ class Objective:
         return total, parts
 
 
-def build_objective(spec: Mapping[str, Any] | None, model: nn.Module) -> Objective:
-    """Build the objective a loss spec describes, for ``model``.
+def build_objective(spec: Mapping[str, Any], model: nn.Module) -> Objective:
+    """Build the objective a resolved loss spec describes, for ``model``.
 
     Args:
-        spec: A loss spec, raw or resolved.
+        spec: A resolved loss spec (a trial config's ``loss``, or
+            :func:`~ablate.models.spec.resolve_loss_spec` of a raw one).
         model: The model being trained; its CLAV module (if any) supplies the relative distance
             loss and the gate.
 
@@ -229,15 +224,13 @@ def build_objective(spec: Mapping[str, Any] | None, model: nn.Module) -> Objecti
         A callable ``objective(out, labels) -> (loss, parts)``.
 
     Raises:
-        ConfigError: The spec is invalid.
+        ValueError: A raw spec.
     """
-    resolved = resolve_loss_spec(spec)
+    resolved = require_resolved(spec, "loss")
     return Objective(
         mil=REGISTRY.build("mil", resolved["mil"]),
         magnitude=REGISTRY.build("magnitude", resolved["magnitude"]),
         clav=getattr(model, "clav", None),
         rd_weight=resolved["rd_weight"],
         gate_weight=resolved["gate_weight"],
-        smooth_weight=resolved["smooth_weight"],
-        sparse_weight=resolved["sparse_weight"],
     )

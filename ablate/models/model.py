@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ablate.models.registry import REGISTRY
-from ablate.models.spec import resolve_model_spec
+from ablate.models.spec import require_resolved
 
 
 @dataclass
@@ -87,22 +87,23 @@ class AnomalyModel(nn.Module):
         return ModelOutput(scores=scores, features=h, extras=extras)
 
 
-def build_model(spec: Mapping[str, Any] | None, in_dim: int) -> AnomalyModel:
-    """Build the model a spec describes.
+def build_model(spec: Mapping[str, Any], in_dim: int) -> AnomalyModel:
+    """Build the model a resolved spec describes.
 
     Args:
-        spec: A model spec, raw or resolved (it is resolved again, which is idempotent).
+        spec: A resolved model spec (a trial config's ``model``, or
+            :func:`~ablate.models.spec.resolve_model_spec` of a raw one).
         in_dim: Input feature width D.
 
     Returns:
         The assembled :class:`AnomalyModel`.
 
     Raises:
-        ConfigError: The spec is invalid.
+        ValueError: A raw spec, or a bad ``in_dim``.
     """
     if isinstance(in_dim, bool) or not isinstance(in_dim, int) or in_dim <= 0:
         raise ValueError(f"in_dim must be a positive int, got {in_dim!r}")
-    resolved = resolve_model_spec(spec)
+    resolved = dict(require_resolved(spec, "model"))
     embed = REGISTRY.build("embed", resolved["embed"], in_dim)
     width = embed.out_dim
     clav = REGISTRY.build("clav", resolved["clav"], width)

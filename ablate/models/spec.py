@@ -14,15 +14,13 @@ trial that ablates nothing.
 
 from __future__ import annotations
 
-import math
 import numbers
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from ablate.errors import ConfigError, closest, unknown_message
+from ablate.errors import ConfigError, reject_unknown, type_error
 from ablate.models.registry import NONE, REGISTRY
+from ablate.typecheck import check, mapping
 
 # Global loss options (not components): name -> (default, description).
 LOSS_OPTIONS: dict[str, tuple[float, str]] = {
@@ -32,25 +30,19 @@ LOSS_OPTIONS: dict[str, tuple[float, str]] = {
         "Weight of the top-k MIL loss tying CLAV's gate to the video label; ignored when clav "
         "is none.",
     ),
-    "smooth_weight": (
-        0.0,
-        "Weight of the temporal smoothness of abnormal videos' scores (Sultani et al. 2018).",
-    ),
-    "sparse_weight": (0.0, "Weight of the sparsity of abnormal videos' scores (Sultani et al.)."),
 }
 
-_TYPE_ERROR = "{path}: expected {expected}, got {got} ({value!r})"
-_CHOICE_ERROR = "{path}: expected one of {allowed}, got {value!r}"
+# Removed loss options -> the component option that owns their term now. Sultani et al.'s
+# smoothness and sparsity were once also global weights, so a spec could apply them twice.
+MOVED_LOSS_OPTIONS: dict[str, str] = {
+    "smooth_weight": "mil.smoothness",
+    "sparse_weight": "mil.sparsity",
+}
+
 _MISSING_TYPE = "{path}: missing 'type'; allowed: {allowed}"
-_NOT_A_MAPPING = "{path}: expected a mapping, got {got} ({value!r})"
-_NOT_A_COMPONENT = (
-    "{path}: expected a mapping with a 'type' or a component name, got {got} ({value!r})"
-)
 _NO_OPTIONS = "{path}: component 'none' takes no options"
 _CONSTRAINT = "{path}: must be {requirement}, got {value!r}"
 NUMERIC_LIMIT = 1e6
-_EMPTY_LIST = "{path}: expected at least one {item}; allowed: {allowed}"
-_DUPLICATE = "{path}: {item} '{value}' is listed twice"
 
 
 def resolve_model_spec(raw: Mapping[str, Any] | None, *, path: str = "model") -> dict[str, Any]:
@@ -68,9 +60,9 @@ def resolve_model_spec(raw: Mapping[str, Any] | None, *, path: str = "model") ->
     Raises:
         ConfigError: Unknown slot, component or option, wrong type or out-of-range value.
     """
-    raw = _mapping(raw, path)
+    raw = mapping(raw, path)
     slots = REGISTRY.slots("model")
-    _reject_unknown_keys(raw, slots, path, "slot")
+    reject_unknown(raw, sorted(slots), path, "slot")
     return {slot: _resolve_component(slot, raw.get(slot), f"{path}.{slot}") for slot in slots}
 
 
@@ -78,46 +70,35 @@ def resolve_loss_spec(raw: Mapping[str, Any] | None, *, path: str = "loss") -> d
     """Fill a (partial) loss spec with defaults and validate it.
 
     Args:
-        raw: ``{"mil": {...}, "magnitude": {...}, "rd_weight": ..., "smooth_weight": ...,
-            "sparse_weight": ...}``, any key may be missing. None means all defaults.
+        raw: ``{"mil": {...}, "magnitude": {...}, "rd_weight": ..., "gate_weight": ...}``, any
+            key may be missing. None means all defaults.
         path: Key path of the spec, used as the prefix of error messages.
 
     Returns:
         The complete loss spec, loss slots first, then the global weights.
 
     Raises:
-        ConfigError: Unknown key, component or option, wrong type or out-of-range value.
+        ConfigError: Unknown or removed key, unknown component or option, wrong type or
+            out-of-range value.
     """
-    raw = _mapping(raw, path)
+    raw = mapping(raw, path)
     slots = REGISTRY.slots("loss")
-    _reject_unknown_keys(raw, [*slots, *LOSS_OPTIONS], path, "key")
+    for key, owner in MOVED_LOSS_OPTIONS.items():
+        if key in raw:
+            raise ConfigError(f"{path}.{key}: removed; set {path}.{owner} instead (the term "
+                              f"belongs to the MIL ranking loss, {path}.mil.type: mil_ranking)")
+    reject_unknown(raw, sorted([*slots, *LOSS_OPTIONS]), path)
     resolved: dict[str, Any] = {
         slot: _resolve_component(slot, raw.get(slot), f"{path}.{slot}") for slot in slots
     }
     for name, (default, _) in LOSS_OPTIONS.items():
-        value = _check_type(float, raw.get(name, default), f"{path}.{name}")
+        value = _bounded(check(float, raw.get(name, default), f"{path}.{name}"), f"{path}.{name}")
         if value < 0:
             raise ConfigError(
                 _CONSTRAINT.format(path=f"{path}.{name}", requirement=">= 0", value=value)
             )
         resolved[name] = value
     return resolved
-
-
-def _mapping(raw: Any, path: str) -> Mapping[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError(_NOT_A_MAPPING.format(path=path, got=type(raw).__name__, value=raw))
-    return raw
-
-
-def _reject_unknown_keys(raw: Mapping[str, Any], allowed: list[str], path: str, what: str) -> None:
-    for key in raw:
-        if key not in allowed:
-            names = sorted(allowed)
-            tail = unknown_message(f"unknown {what}", names, closest(str(key), names))
-            raise ConfigError(f"{path}.{key}: {tail}")
 
 
 def _resolve_component(slot: str, raw: Any, path: str) -> dict[str, Any]:
@@ -128,10 +109,10 @@ def _resolve_component(slot: str, raw: Any, path: str) -> dict[str, Any]:
     elif isinstance(raw, str):
         raw = {"type": raw}
     elif not isinstance(raw, Mapping):
-        raise ConfigError(_NOT_A_COMPONENT.format(path=path, got=type(raw).__name__, value=raw))
+        raise type_error(path, "a mapping with a 'type' or a component name", raw)
     if "type" not in raw:
         raise ConfigError(_MISSING_TYPE.format(path=path, allowed=allowed))
-    name = _check_type(str, raw["type"], f"{path}.type")
+    name = check(str, raw["type"], f"{path}.type")
     REGISTRY.get(slot, name, path=f"{path}.type")  # raises on an unknown component
 
     given = {k: v for k, v in raw.items() if k != "type"}
@@ -141,19 +122,13 @@ def _resolve_component(slot: str, raw: Any, path: str) -> dict[str, Any]:
         return {"type": NONE}
 
     params = REGISTRY.parameters(slot, name)
-    for key in given:
-        if key not in params:
-            options = sorted(params)
-            tail = unknown_message(
-                f"unknown option for {name}", options, closest(str(key), options)
-            )
-            raise ConfigError(f"{path}.{key}: {tail}")
+    reject_unknown(given, sorted(params), path, f"option for {name}")
 
     constraints = REGISTRY.constraints(slot, name)
     resolved: dict[str, Any] = {"type": name}
     for option, (annotation, default) in params.items():
         where = f"{path}.{option}"
-        value = _check_type(annotation, given.get(option, default), where, option)
+        value = _bounded(check(annotation, given.get(option, default), where), where)
         constraint = constraints.get(option)
         if constraint is not None and value is not None and not constraint.check(value):
             raise ConfigError(
@@ -163,92 +138,28 @@ def _resolve_component(slot: str, raw: Any, path: str) -> dict[str, Any]:
     return resolved
 
 
-def _check_type(annotation: Any, value: Any, path: str, option: str = "") -> Any:
-    """Check ``value`` against a constructor annotation; return it in canonical form.
-
-    Supported annotations: int, float (an int is accepted and converted), str, bool, Literal[...],
-    ``X | None``, and sequences of these (``Sequence[Literal[...]]`` for a subset of choices, whose
-    item is named after the option: ``relations`` -> ``relation``). bool is not an int.
-    """
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            try:
-                return _check_type(inner[0], value, path, option)
-            except ConfigError:
-                expected = f"{_expected(inner[0])} or null"
-                raise ConfigError(_type_error(path, expected, value)) from None
-        raise TypeError(f"{path}: unsupported annotation {annotation!r}")
-
-    if origin is typing.Literal:
-        if isinstance(value, str) and value in args:
-            return value
-        allowed = ", ".join(str(a) for a in args)
-        raise ConfigError(_CHOICE_ERROR.format(path=path, allowed=allowed, value=value))
-
-    if origin in (list, tuple, Sequence):
-        return _check_list(args[0], value, path, option)
-
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-    elif annotation is int:
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            return _bounded(int(value), path)
-    elif annotation is float:
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            return _bounded(float(value), path)
-    elif annotation is str:
-        if isinstance(value, str):
-            return value
-    else:
-        raise TypeError(f"{path}: unsupported annotation {annotation!r}")
-    raise ConfigError(_type_error(path, _expected(annotation), value))
-
-
-def _bounded(value: float, path: str) -> Any:
-    """Every numeric option lies in a finite range: NaN, infinities and absurd magnitudes (a
-    typo, ``1e999``) fail here, before any trial; components narrow it with constraints."""
-    if not math.isfinite(value) or abs(value) > NUMERIC_LIMIT:
-        raise ConfigError(_CONSTRAINT.format(
-            path=path, requirement=f"a finite number in [-{NUMERIC_LIMIT:g}, {NUMERIC_LIMIT:g}]",
-            value=value))
+def _bounded(value: Any, path: str) -> Any:
+    """Every numeric option lies in one broad range: absurd magnitudes (a typo, ``1e9``) fail
+    here, before any trial; components narrow it with constraints."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if abs(value) > NUMERIC_LIMIT:
+            raise ConfigError(_CONSTRAINT.format(
+                path=path, requirement=f"in [-{NUMERIC_LIMIT:g}, {NUMERIC_LIMIT:g}]", value=value))
     return value
 
 
-def _check_list(item: Any, value: Any, path: str, option: str) -> list[Any]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise ConfigError(_type_error(path, f"list of {_expected(item)}", value))
-    if typing.get_origin(item) is not typing.Literal:
-        return [_check_type(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+def require_resolved(spec: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any]:
+    """``spec`` if it is a resolved ``kind`` ("model" or "loss") spec: every slot present with
+    its component's ``type`` (the builders never resolve again: a trial's config is resolved
+    once, by :func:`~ablate.config.resolve_trial_config`).
 
-    # A subset of choices: report unknown items by name, and return the subset in declared
-    # order so that [motion, context] and [context, motion] resolve (and dedupe) identically.
-    choices = typing.get_args(item)
-    noun = option[:-1] if option.endswith("s") else option or "value"
-    allowed = ", ".join(choices)
-    if not value:
-        raise ConfigError(_EMPTY_LIST.format(path=path, item=noun, allowed=allowed))
-    seen: set[str] = set()
-    for v in value:
-        if not isinstance(v, str) or v not in choices:
-            raise ConfigError(f"{path}: unknown {noun} {v!r}; allowed: {allowed}")
-        if v in seen:
-            raise ConfigError(_DUPLICATE.format(path=path, item=noun, value=v))
-        seen.add(v)
-    return [c for c in choices if c in seen]
-
-
-def _expected(annotation: Any) -> str:
-    if typing.get_origin(annotation) is typing.Literal:
-        return "one of " + ", ".join(str(a) for a in typing.get_args(annotation))
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def _type_error(path: str, expected: str, value: Any) -> str:
-    return _TYPE_ERROR.format(path=path, expected=expected, got=type(value).__name__, value=value)
+    Raises:
+        ValueError: A raw spec; resolve it first (``resolve_model_spec`` /
+            ``resolve_loss_spec``).
+    """
+    slots = REGISTRY.slots(kind)
+    if not isinstance(spec, Mapping) or any(
+            not isinstance(spec.get(slot), Mapping) or "type" not in spec[slot] for slot in slots):
+        raise ValueError(f"expected a resolved {kind} spec with the slots {', '.join(slots)}; "
+                         f"pass it through resolve_{kind}_spec first")
+    return spec

@@ -1,9 +1,14 @@
 """``ablate report``: a study's ablation table, statistics and plots, from its MLflow runs.
 
-- :mod:`ablate.report.stats`: seed summaries, paired bootstrap intervals, sign-flip tests.
-- :mod:`ablate.report.collect`: reading the study's runs from MLflow and its ``study.json``.
-- :mod:`ablate.report.table` / :mod:`ablate.report.search`: the tables of an ablation and a
-  search.
-- :mod:`ablate.report.plots` and :mod:`ablate.report.render`: figures and the written files.
-- :mod:`ablate.report.build`: putting it together, writing it and logging it to MLflow.
+Reading, then the report's data, then its output:
+
+- :mod:`ablate.report.collect` (MLflow runs), :mod:`ablate.report.record` (``study.json``) and
+  :mod:`ablate.report.scores` (the best run's test scores): what a report is built from.
+- :mod:`ablate.report.build`: the :class:`~ablate.report.model.Report`, plain frozen data, from
+  :mod:`ablate.report.table` (ablation rows), :mod:`ablate.report.search` (configurations and
+  importances) and :mod:`ablate.report.stats` (seed statistics); no I/O.
+- :mod:`ablate.report.render`: the report as Markdown, LaTeX, JSON, HTML, terminal text and PNG.
+- :mod:`ablate.report.publish`: writing the files and logging them to MLflow.
+
+:mod:`ablate.report.claims` measures the method's claims on the synthetic benchmark.
 """

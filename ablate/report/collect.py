@@ -1,23 +1,23 @@
-"""Reading a study back from MLflow (and its ``study.json``) for a report.
+"""Reading a study's runs back from MLflow for a report (only reads, so a report may run while
+the study does).
 
 The layout is the one :mod:`ablate.study.tracking` writes: one experiment per study, a parent run
 tagged ``ablate.role=study``, one child run per trial tagged ``ablate.role=trial`` with
 ``ablate.trial_key``, ``ablate.variant`` and ``ablate.seed``; final metrics are the latest values
-of the per-epoch metrics. Only reads happen here, so a report may run while the study does.
-
-``study.json`` (under ``--storage``) adds what MLflow does not hold: the planned trial keys (to
-say which are missing), the base variant's name, the metric and mode, and a search's space. A
-report without it still works from MLflow alone, with defaults it names in its notes.
+of the per-epoch metrics. ``study.json`` (:mod:`ablate.report.record`) adds the planned trials,
+the spec and a search's space; a report without it still works from MLflow alone, with defaults
+it names in its notes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ablate.errors import AblateError
-from ablate.metrics import is_tracked
+from ablate.metrics import best_by, is_tracked
+from ablate.report.record import StudyRecord, read_record
 from ablate.study.tracking import search_all_runs
 
 if TYPE_CHECKING:
@@ -29,15 +29,15 @@ DELETED_EXPERIMENT = ("MLflow experiment '{study}' is deleted; restore it with `
                       "experiments restore` to report it")
 NO_PARENT = ("MLflow experiment '{study}' has no study run (tag ablate.role=study); it was not "
              "written by `ablate run`")
-OTHER_RECORD = ("{path} belongs to another spec (hash {record}, MLflow has {parent}); ignored: "
-                "planned trials are unknown")
-NO_RECORD = ("no study.json at {path}; planned trials are unknown (pass --storage DIR of the "
-             "study to list missing ones)")
+NO_IDENTITY = ("run {run_id} is tagged as a trial of '{study}' but has no valid {tags}; left out "
+               "(it was not written by `ablate run`)")
+IDENTITY_TAGS = ("ablate.trial_key", "ablate.variant", "ablate.seed")
 DUPLICATE_RUNS = "{key}: {count} finished runs; the latest ({run_id}) is used"
 
 FINISHED = "FINISHED"
 FAILED_STATES = ("FAILED", "KILLED")
 DEFAULT_BASE_NAMES = ("full", "base")
+DEFAULT_METRIC = "auc"  # without study.json: the test AUC every trial logs
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,9 @@ class MissingTrial:
     run_id: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class StudyRuns:
-    """Everything a report reads about one study.
+    """Everything a report reads about one study's runs.
 
     Attributes:
         name: The study name (also the MLflow experiment name).
@@ -90,13 +90,13 @@ class StudyRuns:
     experiment_id: str
     parent_run_id: str
     parent_params: dict[str, str]
-    record: dict[str, Any] | None
-    runs: list[TrialRun]
-    notes: list[str] = field(default_factory=list)
+    record: StudyRecord | None
+    runs: tuple[TrialRun, ...]
+    notes: tuple[str, ...] = ()
 
     @property
     def spec(self) -> dict[str, Any]:
-        return (self.record or {}).get("spec") or {}
+        return self.record.spec if self.record is not None else {}
 
     @property
     def is_search(self) -> bool:
@@ -110,7 +110,7 @@ class StudyRuns:
 
     @property
     def metric(self) -> str:
-        return self.spec.get("metric", "auc")
+        return self.spec.get("metric", DEFAULT_METRIC)
 
     @property
     def mode(self) -> str:
@@ -133,7 +133,8 @@ class StudyRuns:
 
     @property
     def dataset(self) -> str | None:
-        return (self.record or {}).get("dataset") or self.parent_params.get("dataset") or None
+        recorded = self.record.dataset if self.record is not None else None
+        return recorded or self.parent_params.get("dataset") or None
 
     @property
     def search_space(self) -> dict[str, tuple[str, list[Any]]]:
@@ -144,16 +145,23 @@ class StudyRuns:
     @property
     def finished(self) -> list[TrialRun]:
         """One finished run per trial key (the latest where a key has several)."""
-        latest: dict[str, TrialRun] = {}
-        for run in self.runs:
-            if run.finished and (run.key not in latest or
-                                 run.end_time > latest[run.key].end_time):
-                latest[run.key] = run
-        return sorted(latest.values(), key=lambda r: (r.variant, r.seed, r.key))
+        return sorted(_latest_finished(self.runs).values(),
+                      key=lambda r: (r.variant, r.seed, r.key))
+
+    @property
+    def best(self) -> TrialRun | None:
+        """The finished run with the best final metric (the first of a tie)."""
+        return best_by(self.finished, lambda r: r.metrics.get(self.metric), self.mode)
 
     @property
     def planned_keys(self) -> list[str]:
-        return list((self.record or {}).get("trials") or [])
+        return [t.key for t in self.record.planned] if self.record is not None else []
+
+    @property
+    def planned_variants(self) -> list[str]:
+        """Variants of the planned trials, in plan order (empty without a record)."""
+        planned = self.record.planned if self.record is not None else ()
+        return list(dict.fromkeys(t.variant for t in planned))
 
     @property
     def planned_count(self) -> int | None:
@@ -187,45 +195,39 @@ class StudyRuns:
         return out
 
 
-def _trial_run(run: Any) -> TrialRun:
-    tags = run.data.tags
-    key = tags.get("ablate.trial_key", run.info.run_id)
+def _latest_finished(runs: Iterable[TrialRun]) -> dict[str, TrialRun]:
+    """The latest finished run of each trial key."""
+    latest: dict[str, TrialRun] = {}
+    for run in runs:
+        if run.finished and (run.key not in latest or run.end_time > latest[run.key].end_time):
+            latest[run.key] = run
+    return latest
+
+
+def _bad_identity(tags: Mapping[str, str]) -> list[str]:
+    """The identity tags a child run lacks or holds malformed (a seed that is not an integer)."""
+    bad = [t for t in IDENTITY_TAGS if t not in tags]
     try:
-        seed = int(tags.get("ablate.seed", run.data.params.get("seed", "0")))
+        int(tags.get("ablate.seed", "0"))
     except ValueError:
-        seed = 0
+        bad.append("ablate.seed")
+    return bad
+
+
+def _trial_run(run: Any) -> TrialRun:
+    """The trial of a child run whose identity tags are sound (:func:`_bad_identity`)."""
+    tags = run.data.tags
     try:
         final_epoch: int | None = int(tags["ablate.final_epoch"])
     except (KeyError, ValueError):
         final_epoch = None
     return TrialRun(
-        run_id=run.info.run_id, key=key,
-        variant=tags.get("ablate.variant", key.rpartition("/")[0] or key), seed=seed,
+        run_id=run.info.run_id, key=tags["ablate.trial_key"], variant=tags["ablate.variant"],
+        seed=int(tags["ablate.seed"]),
         status=run.info.status, params=dict(run.data.params),
         metrics={k: float(v) for k, v in run.data.metrics.items() if is_tracked(k)},
         final_epoch=final_epoch, stopped_early=tags.get("ablate.stopped_early") == "true",
         end_time=int(run.info.end_time or run.info.start_time or 0))
-
-
-def _record(storage: str, study: str, spec_hash: str | None,
-            notes: list[str]) -> dict[str, Any] | None:
-    from ablate.study.storage import STUDY_FILE, StudyDir
-
-    directory = StudyDir.at(storage, study)
-    path = f"{directory.root}/{STUDY_FILE}"
-    try:
-        record = directory.read_record()
-    except (OSError, ValueError) as exc:  # an unreachable remote storage is not fatal here
-        notes.append(f"{path}: cannot be read ({exc}); planned trials are unknown")
-        return None
-    if record is None:
-        notes.append(NO_RECORD.format(path=path))
-        return None
-    if spec_hash and record.get("spec_hash") != spec_hash:
-        notes.append(OTHER_RECORD.format(path=path, record=record.get("spec_hash"),
-                                         parent=spec_hash))
-        return None
-    return record
 
 
 def collect(client: MlflowClient, study: str, storage: str) -> StudyRuns:
@@ -237,7 +239,8 @@ def collect(client: MlflowClient, study: str, storage: str) -> StudyRuns:
         storage: Where ``ablate run`` kept the study (``STORAGE/STUDY/study.json``).
 
     Raises:
-        AblateError: No such experiment, or it has no study run.
+        AblateError: No such experiment, or it has no study run; ``study.json`` is not a study
+            record, or lists a trial that is not a ``{key, variant, seed}`` object.
     """
     uri = client.tracking_uri
     experiment = client.get_experiment_by_name(study)
@@ -255,22 +258,28 @@ def collect(client: MlflowClient, study: str, storage: str) -> StudyRuns:
     children = search_all_runs(
         client, eid, f"tags.`ablate.role` = 'trial' and tags.`ablate.study` = '{study}'")
     notes: list[str] = []
-    record = _record(storage, study, parent.data.tags.get("ablate.spec_hash"), notes)
-    runs = StudyRuns(name=study, tracking_uri=uri, experiment_id=eid,
-                     parent_run_id=parent.info.run_id, parent_params=dict(parent.data.params),
-                     record=record, runs=[_trial_run(r) for r in children], notes=notes)
-    counts: dict[str, list[TrialRun]] = {}
-    for run in runs.runs:
+    record = read_record(storage, study, parent.data.tags.get("ablate.spec_hash"), notes)
+    trials = []
+    for child in children:
+        bad = _bad_identity(child.data.tags)
+        if bad:
+            notes.append(NO_IDENTITY.format(run_id=child.info.run_id, study=study,
+                                            tags=", ".join(bad)))
+        else:
+            trials.append(_trial_run(child))
+    counts: dict[str, int] = {}
+    for run in trials:
         if run.finished:
-            counts.setdefault(run.key, []).append(run)
-    chosen = {r.key: r.run_id for r in runs.finished}
-    for key, group in sorted(counts.items()):
-        if len(group) > 1:
-            notes.append(DUPLICATE_RUNS.format(key=key, count=len(group), run_id=chosen[key]))
-    return runs
+            counts[run.key] = counts.get(run.key, 0) + 1
+    chosen = _latest_finished(trials)
+    notes += [DUPLICATE_RUNS.format(key=key, count=n, run_id=chosen[key].run_id)
+              for key, n in sorted(counts.items()) if n > 1]
+    return StudyRuns(name=study, tracking_uri=uri, experiment_id=eid,
+                     parent_run_id=parent.info.run_id, parent_params=dict(parent.data.params),
+                     record=record, runs=tuple(trials), notes=tuple(notes))
 
 
-def metric_history(client: MlflowClient, run_id: str, metric: str = "auc") -> dict[int, float]:
+def metric_history(client: MlflowClient, run_id: str, metric: str) -> dict[int, float]:
     """``{epoch: value}`` of one run's per-epoch metric (the last value logged per step)."""
     history: dict[int, tuple[int, float]] = {}
     for m in client.get_metric_history(run_id, metric):
@@ -279,14 +288,8 @@ def metric_history(client: MlflowClient, run_id: str, metric: str = "auc") -> di
     return {step: value for step, (_, value) in sorted(history.items())}
 
 
-def trial_scores(client: MlflowClient, run_id: str, scratch: Path) -> dict[str, Any] | None:
-    """A run's test snippet scores by video id (``scores/scores.npz``), or None when the run
-    has no such artifact."""
-    import numpy as np
+def metric_histories(client: MlflowClient, runs: Iterable[TrialRun],
+                     metric: str) -> dict[str, dict[int, float]]:
+    """``{run_id: {epoch: value}}`` of ``metric`` for each of ``runs``."""
+    return {r.run_id: metric_history(client, r.run_id, metric) for r in runs}
 
-    try:
-        path = client.download_artifacts(run_id, "scores/scores.npz", str(scratch))
-    except Exception:  # MLflow raises its own and OS errors for a missing artifact
-        return None
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}

@@ -37,7 +37,8 @@ class ConfigRow:
         rank: 1 for the best mean metric.
         params: The search parameters' values, as MLflow holds them.
         seeds: Seeds with a finished run.
-        stats: ``{metric: Stat}`` for ``auc``, ``ap`` and the study's metric.
+        stats: ``{metric: Stat}`` for :data:`~ablate.report.table.TABLE_METRICS` and the study's
+            metric.
         run_ids: The finished runs, by seed.
         keys: Their trial keys.
     """

@@ -7,10 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ablate.metrics import METRICS
 from ablate.report.collect import TrialRun
 from ablate.report.stats import Delta, paired_delta, summarize
 
-TABLE_METRICS = ("auc", "ap")
+# The frame-level test AUC and the field's AP, as papers report them; ap_sklearn, the last of
+# METRICS, is recorded for reference only.
+TABLE_METRICS = METRICS[:2]
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class VariantRow:
         variant: Its name (``full``, ``clav=none``, ...).
         seeds: Seeds with a finished run, sorted.
         by_seed: ``{metric: {seed: final value}}``.
-        stats: ``{metric: Stat}`` for ``auc`` and ``ap``.
+        stats: ``{metric: Stat}`` for :data:`TABLE_METRICS` and the study's metric.
         deltas: ``{metric: Delta}`` against the base; empty when there is no base.
         is_base: Whether this is the base variant.
         rank: 1 for the best mean of the study's metric; None for variants without results.
@@ -114,7 +117,3 @@ def ablation_rows(finished: list[TrialRun], variants: list[str], base: str | Non
 def _with_rank(row: VariantRow, rank: int) -> VariantRow:
     return dataclasses.replace(row, rank=rank)
 
-
-def planned_variants(planned_keys: list[str]) -> list[str]:
-    """Variant names of planned trial keys (``variant/seedN``), in plan order."""
-    return list(dict.fromkeys(k.rpartition("/")[0] for k in planned_keys if "/" in k))

@@ -27,6 +27,8 @@ from ablate.study.tunestate import TuneState, checkpoints_of
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from ablate.study.plan import Plan
+
 LOST_SEARCH = ("study '{study}': Ray's state under {path} is {state}, and a search cannot "
                "continue without it (its sampler lives there) while MLflow holds {n} of its "
                "trials; restore that directory, or run the spec as a new study with --name "
@@ -64,17 +66,15 @@ def logged_epochs(client: MlflowClient, run: Any) -> int:
                default=0)
 
 
-def plan_attempt(study: str, planned: list[str] | None, runs: dict[str, Any], state: TuneState,
-                 tune_path: str, plan: dict[str, Any], client: MlflowClient) -> Attempt:
+def plan_attempt(plan: Plan, runs: dict[str, Any], state: TuneState, tune_path: str,
+                 client: MlflowClient) -> Attempt:
     """Decides what Tune is given (see the module docstring).
 
     Args:
-        study: The study name (for messages).
-        planned: The planned trial keys of an ablation, in order; None for a search.
+        plan: The study plan (its trials, and to match checkpoints to trials).
         runs: The study's trial runs in MLflow, by trial key.
         state: What Tune left under ``tune_path``.
         tune_path: The study's Tune directory.
-        plan: The study plan (to match checkpoints to trials).
         client: The MLflow client (to read what unfinished runs logged).
 
     Raises:
@@ -82,7 +82,8 @@ def plan_attempt(study: str, planned: list[str] | None, runs: dict[str, Any], st
     """
     if state is TuneState.RESTORABLE:
         return Attempt(restore=True)
-    words = {"study": study, "path": tune_path, "state": STATE_WORDS[state]}
+    planned = None if plan.spec.search is not None else plan.keys
+    words = {"study": plan.spec.name, "path": tune_path, "state": STATE_WORDS[state]}
     if planned is None:
         if runs:
             raise AblateError(LOST_SEARCH.format(n=len(runs), **words))

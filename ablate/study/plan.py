@@ -1,185 +1,229 @@
-"""Expanding a study spec into variants and trials.
+"""The study plan: every trial's identity and resolved config, built once from a validated spec.
 
-Designs:
-- ``grid``: the Cartesian product of the axes.
-- ``leave_one_out``: the base, plus the base with one axis changed to one of its values.
-- ``add_one_in``: the reference, plus the reference with one axis changed to one of its values,
-  plus the base.
+The CLI builds the :class:`Plan` once; the dry run prints it, :func:`~ablate.study.runner.run_study`
+runs it, and Ray workers receive it pickled, as it is. Nothing downstream resolves a trial config
+again: an ablation trial's config is looked up by its key, and a search trial's sampled values are
+resolved once where they are first seen (in the worker, and once in the driver to log them).
 
-Conditional axes: axes that set a component's ``type`` are applied first; an option axis whose
-component is switched off (``type: none``) in a combination is skipped, and combinations that
-resolve to the same config are one variant, so switched-off components never multiply trials.
+The plan's hash covers the resolved configs, not the raw spec, so a study whose trials would now
+build different models (a changed code default) is refused on resume, naming what changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import itertools
 import json
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from ablate.config import TrialConfig, apply_overrides, resolve_trial_config
 from ablate.errors import ConfigError
+from ablate.study.identity import SEARCH_PREFIX, TRIAL_INDEX, TrialIdentity
+from ablate.study.spec import StudySpec
+from ablate.study.variants import Variant, config_hash, variants
 
-if TYPE_CHECKING:
-    from ablate.study.spec import StudySpec
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One model/loss/training configuration of a study, before seeds."""
-
-    name: str
-    changes: dict[str, Any]  # dotted key -> value, relative to the base or the reference
-    raw: dict[str, Any]  # the raw trial mapping (no seed)
+TRIAL_KEY = "trial_key"  # the Tune config of an ablation trial: {"trial_key": "full/seed0"}
+GROUP_KEY = "group_key"  # of a fused trial, a variant's seeds as one: {"group_key": "full"}
 
 
 @dataclass(frozen=True)
 class PlannedTrial:
     """One variant × seed: the unit Ray schedules and MLflow records."""
 
-    key: str
-    variant: str
-    seed: int
+    identity: TrialIdentity
     config: TrialConfig
 
+    @property
+    def key(self) -> str:
+        return self.identity.key
 
-def config_hash(config: TrialConfig) -> str:
-    body = config.to_dict()
-    body.pop("seed")
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    @property
+    def variant(self) -> str:
+        return self.identity.variant
 
-
-def _format_value(value: Any) -> str:
-    if isinstance(value, list):
-        return "+".join(_format_value(v) for v in value) or "[]"
-    return str(value)
-
-
-def _short_key(key: str) -> str:
-    parts = key.split(".")
-    if parts[0] in ("model", "loss") and len(parts) > 1:
-        parts = parts[1:]
-    if len(parts) > 1 and parts[-1] == "type":
-        parts = parts[:-1]
-    return ".".join(parts)
+    @property
+    def seed(self) -> int:
+        return self.identity.seed
 
 
-def variant_name(changes: dict[str, Any], default: str) -> str:
-    if not changes:
-        return default
-    return ",".join(f"{_short_key(k)}={_format_value(v)}" for k, v in changes.items())
+@dataclass(frozen=True)
+class Plan:
+    """A study's trials, resolved. For a search, ``trials`` is empty and ``base`` is the resolved
+    starting config the sampled values are applied to.
 
-
-def _component_off(raw: dict[str, Any], key: str) -> bool:
-    """True when ``key`` is an option of a component whose type is ``none`` in ``raw``."""
-    parts = key.split(".")
-    # A type key switches its own component on or off: only its parents can make it moot.
-    parents = parts[:-2] if parts[-1] == "type" else parts[:-1]
-    node: Any = raw
-    for part in parents:
-        if not isinstance(node, dict):
-            return False
-        node = node.get(part)
-        if isinstance(node, dict) and node.get("type") == "none":
-            return True
-    return False
-
-
-def _apply(start: dict[str, Any], changes: dict[str, Any]) -> tuple[dict[str, Any], dict]:
-    """Applies type-setting keys first, then options of components that are on."""
-    ordered = sorted(changes.items(), key=lambda kv: not kv[0].endswith(".type"))
-    raw, applied = start, {}
-    for key, value in ordered:
-        if _component_off(raw, key):
-            continue
-        raw = apply_overrides(raw, {key: value})
-        applied[key] = value
-    return raw, applied
-
-
-def _resolve(raw: dict[str, Any], where: str) -> TrialConfig:
-    try:
-        return resolve_trial_config({**raw, "seed": 0})
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def _lookup(config: dict[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def variants(spec: StudySpec) -> list[Variant]:
-    """The distinct variants of an ablation study, the base first (add_one_in: the reference).
-
-    A variant's ``changes`` (and so its name) hold only the keys whose resolved value differs
-    from the starting point: the base, or for ``add_one_in`` the reference.
+    Attributes:
+        spec: The validated study spec.
+        variants: An ablation's distinct variants, in plan order (empty for a search).
+        trials: An ablation's trials, variants × seeds, in plan order.
+        base: The resolved base config (seed 0).
+        hash: What the study is: the resolved configs and what selects among them.
     """
-    base_cfg = _resolve(spec.base, "base")
-    start_cfg = (_resolve(spec.reference, "reference") if spec.design == "add_one_in"
-                 and spec.reference is not None else base_cfg).to_dict()
-    out: list[Variant] = []
-    seen: dict[str, str] = {}
 
-    def add(raw: dict[str, Any], applied: dict[str, Any], default: str, where: str,
-            prefix: str = "") -> None:
-        config = _resolve(raw, where)
+    spec: StudySpec
+    variants: tuple[Variant, ...]
+    trials: tuple[PlannedTrial, ...]
+    base: TrialConfig
+    hash: str
+    _by_key: dict[str, PlannedTrial] = field(default_factory=dict, compare=False, repr=False)
+    _sampled: dict[str, PlannedTrial] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_key.update((t.key, t) for t in self.trials)
+
+    @property
+    def keys(self) -> list[str]:
+        return [t.key for t in self.trials]
+
+    @property
+    def total(self) -> int:
+        """Trials the study runs: planned ones, or search samples × seeds."""
+        search = self.spec.search
+        return len(self.trials) if search is None else search.num_samples * len(self.spec.seeds)
+
+    @property
+    def fused(self) -> bool:
+        """Whether each Tune trial trains a variant's seeds as one fused model."""
+        return self.spec.fuse == "seeds"
+
+    def units(self, keys: Sequence[str]) -> tuple[str, list[str]]:
+        """What Tune's grid runs to train the trials ``keys``: ``(config key, values)``, the
+        trial keys themselves, or, fused, the variants with a trial among them."""
+        if not self.fused:
+            return TRIAL_KEY, list(keys)
+        wanted = set(keys)
+        return GROUP_KEY, [v.name for v in self.variants
+                           if any(t.key in wanted for t in self.trials if t.variant == v.name)]
+
+    def members(self, tune_config: Mapping[str, Any]) -> tuple[PlannedTrial, ...]:
+        """The planned trials one Tune trial trains: one, or a fused variant's seeds."""
+        if GROUP_KEY in tune_config:
+            variant = tune_config[GROUP_KEY]
+            members = tuple(t for t in self.trials if t.variant == variant)
+            if not members:
+                raise KeyError(variant)
+            return members
+        return (self.trial(tune_config),)
+
+    def trial(self, tune_config: Mapping[str, Any]) -> PlannedTrial:
+        """The planned trial a Tune ``config`` describes.
+
+        Ablation trials carry their key; search trials carry sampled values under dotted keys,
+        plus the Repeater's index choosing the seed, and are resolved here on first sight.
+
+        Raises:
+            KeyError: An ablation key this plan does not have.
+            ConfigError: Sampled values the base does not accept.
+        """
+        if TRIAL_KEY in tune_config:
+            return self._by_key[tune_config[TRIAL_KEY]]
+        memo = json.dumps(dict(tune_config), sort_keys=True, default=str)
+        if memo not in self._sampled:
+            self._sampled[memo] = self._search_trial(tune_config)
+        return self._sampled[memo]
+
+    def _search_trial(self, tune_config: Mapping[str, Any]) -> PlannedTrial:
+        seeds = self.spec.seeds
+        seed = seeds[int(tune_config.get(TRIAL_INDEX, 0)) % len(seeds)]
+        sampled = {k: v for k, v in tune_config.items() if k != TRIAL_INDEX}
+        config = resolve_trial_config({**apply_overrides(self.spec.base, sampled), "seed": seed})
         digest = config_hash(config)
-        if digest in seen:
-            return
-        resolved = config.to_dict()
-        changes = {k: _lookup(resolved, k) for k in applied
-                   if _lookup(resolved, k) != _lookup(start_cfg, k)}
-        name = spec.base_name if config == base_cfg else prefix + variant_name(changes, default)
-        if name in (v.name for v in out):
-            name = f"{name}#{len(out)}"
-        seen[digest] = name
-        out.append(Variant(name=name, changes=changes, raw=raw))
+        variant = f"{SEARCH_PREFIX}{digest[:8]}"
+        return PlannedTrial(TrialIdentity(f"{variant}/seed{seed}", variant, seed, digest), config)
 
-    keys = list(spec.axes)
-    if spec.design == "grid":
-        # A combination equal to the base is named after it; others by their axis values.
-        for combo in itertools.product(*(spec.axes[k] for k in keys)):
-            raw, applied = _apply(spec.base, dict(zip(keys, combo, strict=True)))
-            add(raw, applied, spec.base_name,
-                "ablation.axes " + ", ".join(f"{k}={v!r}" for k, v in applied.items()))
-        return out
-    start = spec.reference if spec.design == "add_one_in" else spec.base
-    assert start is not None
-    ref_name = "reference"
-    start_name = ref_name if spec.design == "add_one_in" else spec.base_name
-    add(start, {}, start_name, "reference" if spec.design == "add_one_in" else "base")
-    for key in keys:
-        for value in spec.axes[key]:
-            raw, applied = _apply(start, {key: value})
-            prefix = f"{ref_name}+" if spec.design == "add_one_in" else ""
-            add(raw, applied, start_name, f"ablation.axes.{key}={value!r}", prefix)
-    if spec.design == "add_one_in":
-        add(spec.base, {}, spec.base_name, "base")
-    return out
+    def record(self) -> dict[str, Any]:
+        """What ``study.json`` keeps of the plan: each trial's variant and seed, and each
+        variant's resolved config (to name what changed when a resumed plan differs)."""
+        return {"trials": [{"key": t.key, "variant": t.variant, "seed": t.seed}
+                           for t in self.trials],
+                "configs": _configs(self)}
 
 
-def expand(spec: StudySpec) -> list[PlannedTrial]:
-    """All trials of an ablation study (variants × seeds); for a search, none, after checking
-    that the base accepts every value and both bounds of each search dimension (the sampler
-    may draw any of them). Raises ConfigError naming the key for any invalid variant."""
+def member_dir(checkpoint: Path, index: int, count: int) -> Path:
+    """Where member ``index`` of a Tune trial of ``count`` members keeps its checkpoint files:
+    the checkpoint itself for a lone trial (a trial's own layout), a subdirectory when fused."""
+    return checkpoint if count == 1 else checkpoint / f"member-{index}"
+
+
+def build_plan(spec: StudySpec) -> Plan:
+    """Resolves every trial of ``spec`` (a search: checks its space against the base).
+
+    Raises:
+        ConfigError: A variant or a search value the registry rejects, naming the key.
+    """
+    base = _resolve_base(spec)
     if spec.search is not None:
-        first = {k: d.args[0] for k, d in spec.search.space.items()}
-        for key, dist in spec.search.space.items():
-            for value in dist.args:  # every choice, or both ends of a range
-                raw = apply_overrides(spec.base, {**first, key: value})
-                _resolve(raw, f"search.space.{key}={value!r}")
-        return []
-    trials = []
-    for variant in variants(spec):
-        for seed in spec.seeds:
-            config = resolve_trial_config({**variant.raw, "seed": seed})
-            trials.append(PlannedTrial(key=f"{variant.name}/seed{seed}", variant=variant.name,
-                                       seed=seed, config=config))
-    return trials
+        _check_search_space(spec)
+        found: tuple[Variant, ...] = ()
+        trials: tuple[PlannedTrial, ...] = ()
+    else:
+        found = tuple(variants(spec, base))
+        trials = tuple(
+            PlannedTrial(TrialIdentity(f"{v.name}/seed{seed}", v.name, seed,
+                                       config_hash(v.config)),
+                         dataclasses.replace(v.config, seed=seed))
+            for v in found for seed in spec.seeds)
+    body = {"spec": _selection(spec), "base": base.to_dict(),
+            "trials": {t.key: t.config.to_dict() for t in trials}}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    return Plan(spec=spec, variants=found, trials=trials, base=base, hash=digest[:12])
+
+
+def _resolve_base(spec: StudySpec) -> TrialConfig:
+    try:
+        return resolve_trial_config({**spec.base, "seed": 0})
+    except ConfigError as exc:
+        raise ConfigError(f"base: {exc}") from None
+
+
+def _check_search_space(spec: StudySpec) -> None:
+    """Every value and both bounds of each dimension must resolve (the sampler may draw any)."""
+    assert spec.search is not None
+    first = {k: d.args[0] for k, d in spec.search.space.items()}
+    for key, dist in spec.search.space.items():
+        for value in dist.args:
+            raw = apply_overrides(spec.base, {**first, key: value})
+            try:
+                resolve_trial_config({**raw, "seed": 0})
+            except ConfigError as exc:
+                raise ConfigError(f"search.space.{key}={value!r}: {exc}") from None
+
+
+def _selection(spec: StudySpec) -> dict[str, Any]:
+    """The spec's part of the identity that the resolved configs do not carry."""
+    identity = spec.identity()
+    identity.pop("base")
+    identity.pop("reference")
+    return identity
+
+
+def _configs(plan: Plan) -> dict[str, Any]:
+    if plan.spec.search is not None:
+        return {"(search base)": plan.base.to_dict()}
+    return {v.name: v.config.to_dict() for v in plan.variants}
+
+
+def changed_keys(recorded: Mapping[str, Any], plan: Plan, limit: int = 8) -> list[str]:
+    """``variant: key old -> new`` for each resolved value that differs from a study record's."""
+    now = _configs(plan)
+    out = []
+    for name in sorted(set(recorded) | set(now)):
+        if name not in now or name not in recorded:
+            out.append(f"{name}: {'removed' if name not in now else 'added'}")
+            continue
+        old, new = _flat(recorded[name]), _flat(now[name])
+        out += [f"{name}: {k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}"
+                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -73,6 +73,9 @@ def token_check(address: str) -> TokenCheck:
 def connect_ray(address: str | None) -> None:
     """Starts a local Ray, or connects to the cluster at ``address`` (else ``RAY_ADDRESS``).
 
+    A Ray this process already started or joined (a notebook's, the test suite's) is used as
+    it is, whatever ``address`` says.
+
     Raises:
         AblateError: The cluster does not answer or refuses this driver.
     """

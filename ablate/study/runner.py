@@ -25,63 +25,31 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ablate.errors import AblateError
-from ablate.study.callback import (
+from ablate.metrics import METRICS
+from ablate.study.callback import StudyCallback, active
+from ablate.study.context import (
     ERROR,
     INTERRUPTED,
+    PENDING,
     TERMINATED,
-    StudyCallback,
     StudyContext,
     TrialRow,
-    activate,
-    finalize_trial,
+    member_result,
     tracked_metrics,
 )
-from ablate.study.plan import PlannedTrial, config_hash, expand
-from ablate.study.spec import StudySpec
+from ablate.study.finalize import finalize_member
+from ablate.study.plan import Plan, changed_keys
 from ablate.study.storage import StudyDir
 
 if TYPE_CHECKING:
     from ablate.study.adopt import Attempt
 
 
-def resolve_dataset(dataset: str) -> Path:
-    """The store path for a spec's ``dataset``; the synthetic default is generated on first use
-    (on each node that needs it: generation is deterministic)."""
-    from ablate.data.synth import SCALES, default_store
-
-    if dataset == "synthetic" or dataset.startswith("synthetic:"):
-        scale = dataset.partition(":")[2] or "small"
-        if scale not in SCALES:
-            raise AblateError(f"dataset: unknown synthetic scale {scale!r}; allowed: "
-                              f"{', '.join(SCALES)}")
-        return default_store(scale)
-    path = Path(dataset).expanduser().resolve()
-    if not (path / "manifest.json").exists():
-        raise AblateError(f"dataset: {path} is not a feature store (no manifest.json); "
-                          f"create one with `ablate data import` or `ablate data synth`")
-    return path
-
-
-def _worker_dataset(dataset: str, resolved: Path) -> str:
-    """What workers receive: the synthetic name (regenerated per node) or an absolute path."""
-    return dataset if dataset.startswith("synthetic") else str(resolved)
-
-
-def build_plan(spec: StudySpec, trials: list[PlannedTrial]) -> dict[str, Any]:
-    """What every trial worker needs to rebuild its config (small, JSON-like)."""
-    return {
-        "trials": {t.key: {"raw": t.config.to_dict(), "variant": t.variant, "seed": t.seed,
-                           "hash": config_hash(t.config)} for t in trials},
-        "base": spec.base,
-        "seeds": list(spec.seeds),
-    }
-
-
-def _tune_setup(spec: StudySpec, keys: tuple[str, ...]):
+def _tune_setup(plan: Plan, keys: tuple[str, ...]):
     """(param_space, TuneConfig) for an ablation grid over ``keys``, or a search."""
     from ray import tune
 
-    epochs = _base_epochs(spec)
+    spec, epochs = plan.spec, plan.base.train.epochs
     scheduler = None
     if spec.scheduler.type == "asha":
         from ray.tune.schedulers import ASHAScheduler
@@ -90,7 +58,8 @@ def _tune_setup(spec: StudySpec, keys: tuple[str, ...]):
                                   grace_period=min(spec.scheduler.grace_period, epochs),
                                   reduction_factor=spec.scheduler.reduction_factor)
     if spec.search is None:
-        space = {"trial_key": tune.grid_search(list(keys))}
+        unit, values = plan.units(keys)
+        space = {unit: tune.grid_search(values)}
         # Tune checks every result for its metric; a grid selects nothing, so it names one
         # only for a scheduler (whose rungs then need the metric at every epoch).
         ranked = {"metric": spec.metric, "mode": spec.mode} if scheduler is not None else {}
@@ -109,8 +78,9 @@ def _tune_setup(spec: StudySpec, keys: tuple[str, ...]):
                       "uniform": lambda a: tune.uniform(*a),
                       "loguniform": lambda a: tune.loguniform(*a),
                       "int": lambda a: tune.randint(a[0], a[1] + 1)}[dist.kind](low_high)
-    sampler = (optuna.samplers.TPESampler(seed=0) if spec.search.algorithm == "optuna"
-               else optuna.samplers.RandomSampler(seed=0))
+    seed = int(plan.hash, 16) % 2**31  # reproducible per study, different across studies
+    sampler = (optuna.samplers.TPESampler(seed=seed) if spec.search.algorithm == "optuna"
+               else optuna.samplers.RandomSampler(seed=seed))
     searcher: Any = OptunaSearch(sampler=sampler, metric=spec.metric, mode=spec.mode)
     if len(spec.seeds) > 1:
         searcher = Repeater(searcher, repeat=len(spec.seeds))
@@ -119,16 +89,6 @@ def _tune_setup(spec: StudySpec, keys: tuple[str, ...]):
                              num_samples=spec.search.num_samples * len(spec.seeds),
                              reuse_actors=True, max_concurrent_trials=spec.max_concurrent)
     return space, config
-
-
-def _base_epochs(spec: StudySpec) -> int:
-    from ablate.config import resolve_trial_config
-
-    return resolve_trial_config({**spec.base, "seed": 0}).train.epochs
-
-
-def total_trials(spec: StudySpec, trials: list[PlannedTrial]) -> int:
-    return len(trials) if spec.search is None else spec.search.num_samples * len(spec.seeds)
 
 
 @dataclass(frozen=True)
@@ -148,15 +108,16 @@ class StudyOutcome:
         return sum(r.status == TERMINATED for r in self.rows)
 
 
-def run_study(spec: StudySpec, storage: str, tracking_uri: str, address: str | None,
+def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
               quiet: bool = False) -> StudyOutcome:
-    """Runs (or resumes) ``spec`` until it completes or the driver is stopped.
+    """Runs (or resumes) the study ``plan`` until it completes or the driver is stopped.
 
-    The spec must already be validated. ``address`` is an existing Ray cluster (else
-    ``RAY_ADDRESS``, else a local Ray); connecting to one that uses token authentication needs
-    ``RAY_AUTH_MODE=token`` in the environment, which is the caller's to set.
+    ``address`` is an existing Ray cluster (else ``RAY_ADDRESS``, else a local Ray); connecting
+    to one that uses token authentication needs ``RAY_AUTH_MODE=token`` in the environment,
+    which is the caller's to set.
     """
     from ablate.data import load
+    from ablate.data.source import ensure_store
     from ablate.study.adopt import plan_attempt
     from ablate.study.mlflow_view import view_state
     from ablate.study.raycluster import connect_ray
@@ -164,27 +125,28 @@ def run_study(spec: StudySpec, storage: str, tracking_uri: str, address: str | N
     from ablate.study.tunestate import tune_state
 
     start = time.monotonic()
+    spec = plan.spec
     study_dir = StudyDir.at(storage, spec.name)
     study_dir.check_writable()
     client = connect(tracking_uri)
     record = study_dir.read_record()
-    if record is not None and record["spec_hash"] != spec.spec_hash():
+    if record is not None and record["spec_hash"] != plan.hash:
+        changed = changed_keys(record.get("configs") or {}, plan)
         raise AblateError(
-            f"study '{spec.name}' at {study_dir.root} was created from a different spec "
-            f"(hash {record['spec_hash']}, now {spec.spec_hash()}); to run the changed spec as "
-            f"a new study pass --name NEW_NAME (or move {study_dir.root} away)")
-    check_study(client, spec.name, spec.spec_hash())
-    trials = expand(spec)
-    dataset_path = resolve_dataset(spec.dataset)
+            f"study '{spec.name}' at {study_dir.root} was created from a different plan "
+            f"(hash {record['spec_hash']}, now {plan.hash})"
+            + (f"; changed: {'; '.join(changed)}" if changed else "")
+            + f"; to run the changed study as a new one pass --name NEW_NAME (or move "
+              f"{study_dir.root} away)")
+    check_study(client, spec.name, plan.hash)
+    dataset_path = ensure_store(spec.dataset)
     dataset = load(dataset_path)
     data_id = dataset.manifest["files"]["features.parquet"]["sha256"]
     if record is not None and record.get("dataset_sha256") not in (None, data_id):
         raise AblateError(f"study '{spec.name}': the dataset {dataset_path} changed since the "
                           f"study started; start a new study with --name NEW_NAME")
-    plan = build_plan(spec, trials)
-    planned = None if spec.search is not None else [t.key for t in trials]
-    attempt = plan_attempt(spec.name, planned, trial_runs(client, spec.name),
-                           tune_state(study_dir.tune_path), study_dir.tune_path, plan, client)
+    attempt = plan_attempt(plan, trial_runs(client, spec.name),
+                           tune_state(study_dir.tune_path), study_dir.tune_path, client)
     if attempt.note and not quiet:
         click.echo(attempt.note, err=True)
     needs_tune = attempt.restore or attempt.keys != ()
@@ -194,30 +156,27 @@ def run_study(spec: StudySpec, storage: str, tracking_uri: str, address: str | N
     with study_dir.lock():
         if record is None:
             study_dir.write_record({
-                "name": spec.name, "spec_hash": spec.spec_hash(), "spec": spec.identity(),
+                "name": spec.name, "spec_hash": plan.hash, "spec": spec.identity(),
                 "source": str(spec.source) if spec.source else None,
                 "dataset": str(dataset_path), "dataset_sha256": data_id,
-                "trials": [t.key for t in trials], "created": time.time()})
-        tracker = StudyTracker(client, spec.name, spec.spec_hash())
+                "created": time.time(), **plan.record()})
+        tracker = StudyTracker(client, spec.name, plan.hash)
         design = spec.design if spec.search is None else f"search ({spec.search.algorithm})"
         tracker.start_study(
-            {"spec_hash": spec.spec_hash(), "design": design, "dataset": str(dataset_path),
-             "seeds": list(spec.seeds), "trials": total_trials(spec, trials),
+            {"spec_hash": plan.hash, "design": design, "dataset": str(dataset_path),
+             "seeds": list(spec.seeds), "trials": plan.total,
              "source": str(spec.source or "")},
             view=view_state(spec.metric, spec.mode,
                             spec.search.space if spec.search is not None else ()))
-        ctx = StudyContext(spec=spec, tracker=tracker, plan=plan, study_dir=study_dir,
+        ctx = StudyContext(plan=plan, tracker=tracker, study_dir=study_dir,
                            gt=dataset.test_frame_labels(),
-                           frames_per_snippet=dataset.frames_per_snippet,
-                           total=total_trials(spec, trials), quiet=quiet,
+                           frames_per_snippet=dataset.frames_per_snippet, quiet=quiet,
                            finished_before={r.info.run_id for r in tracker.finished().values()})
         grid = None
         if needs_tune:
-            activate(ctx)
-            try:
-                grid = _fit(spec, ctx, study_dir, attempt, dataset_path)
-            finally:
-                activate(None)
+            with active(ctx):
+                grid = _fit(ctx, study_dir, attempt, dataset_path)
+        planned = None if spec.search is not None else plan.keys
         rows, failed, interrupted = reconcile(ctx, grid, planned)
         ctx.save_record("interrupted" if interrupted else "failed" if failed else "finished")
         complete = not failed and not interrupted and len(rows) == ctx.total
@@ -228,16 +187,18 @@ def run_study(spec: StudySpec, storage: str, tracking_uri: str, address: str | N
                         seconds=time.monotonic() - start)
 
 
-def _fit(spec: StudySpec, ctx: StudyContext, study_dir: StudyDir, attempt: Attempt,
-         dataset_path: Path) -> Any:
+def _fit(ctx: StudyContext, study_dir: StudyDir, attempt: Attempt, dataset_path: Path) -> Any:
     """Starts or restores the Tune experiment and runs it; returns Tune's ResultGrid."""
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
+    from ablate.data.source import worker_dataset
     from ablate.study.trainable import train_trial
 
+    spec = ctx.plan.spec
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, plan=ctx.plan,
-                             dataset=_worker_dataset(spec.dataset, dataset_path),
+                             dataset=worker_dataset(spec.dataset, dataset_path),
                              tune_path=study_dir.tune_path),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     if attempt.restore:  # Tune's own grid or searcher state carries on
@@ -245,9 +206,10 @@ def _fit(spec: StudySpec, ctx: StudyContext, study_dir: StudyDir, attempt: Attem
             click.echo(f"resuming study '{spec.name}' from {study_dir.root}", err=True)
         tuner = tune.Tuner.restore(study_dir.tune_path, trainable, resume_errored=True)
     else:
-        space, tune_config = _tune_setup(spec, attempt.keys or ())
+        space, tune_config = _tune_setup(ctx.plan, attempt.keys or ())
         run_config = tune.RunConfig(
-            name="tune", storage_path=study_dir.root, verbose=0, callbacks=[StudyCallback()],
+            name="tune", storage_path=study_dir.root, verbose=0,
+            callbacks=[StudyCallback(), JsonLoggerCallback()],  # result.json: each trial's log
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
         tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
@@ -266,43 +228,41 @@ def reconcile(ctx: StudyContext, grid: Any, planned: list[str] | None
     Returns:
         ``(rows, failed, interrupted)``.
     """
+    ctx.flush_epochs()  # before runs are closed: a run cut short keeps every epoch reported
     failed, interrupted = 0, False
+    checkpoints: dict[str, Any] = {}
     for result in grid if grid is not None else []:
         metrics, config = result.metrics or {}, result.config or {}
         trial_id = metrics.get("trial_id")
         if trial_id is None:  # never reported: the callback saw it, if it ever ran
             continue
-        known = trial_id in ctx.rows
-        row = ctx.row_of(trial_id, config)
-        if not known:  # restored as finished, and Tune ran no step that showed it
-            row.status = ERROR if result.error is not None else TERMINATED
-        row.epoch = int(metrics.get("epoch", row.epoch))
-        row.metrics = tracked_metrics(metrics) or row.metrics
-    for trial_id, row in ctx.rows.items():
-        config = ctx.configs[trial_id]
-        if row.status == TERMINATED:
-            finalize_trial(ctx, trial_id, config, _checkpoint(grid, trial_id))
-        elif row.status == ERROR:
-            failed += 1
-            ctx.close_run(ctx.run_id(trial_id, config), "FAILED")
-        else:  # pending or cut short: the driver was stopped
-            interrupted = True
-            row.status = INTERRUPTED
-            if trial_id in ctx.run_ids:
-                ctx.close_run(ctx.run_ids[trial_id], "KILLED")
+        checkpoints[trial_id] = result.checkpoint
+        for member in ctx.members(trial_id, config):
+            row = ctx.rows[member.row_id]
+            if row.status == PENDING:  # restored as finished; Tune ran no step that showed it
+                row.status = ERROR if result.error is not None else TERMINATED
+            mine = member_result(metrics, member.trial.key) or {}
+            row.epoch = int(mine.get("epoch", row.epoch))
+            row.metrics = tracked_metrics(mine) or row.metrics
+    for trial_id, config in ctx.configs.items():
+        for member in ctx.members(trial_id, config):
+            row = ctx.rows[member.row_id]
+            if row.status == TERMINATED:
+                finalize_member(ctx, member, checkpoints.get(trial_id))
+            elif row.status == ERROR:
+                failed += 1
+                ctx.close_run(ctx.run_id(member), "FAILED")
+            else:  # pending or cut short: the driver was stopped
+                interrupted = True
+                row.status = INTERRUPTED
+                if member.row_id in ctx.run_ids:
+                    ctx.close_run(ctx.run_ids[member.row_id], "KILLED")
     seen = {r.key for r in ctx.rows.values()}
     for key, run in ctx.tracker.finished().items():
         if planned is not None and key in planned and key not in seen:
             ctx.adopted.append(_adopted_row(run))
     rows = sorted(ctx.all_rows(), key=lambda r: (r.variant, r.seed, r.key))
     return rows, failed, interrupted
-
-
-def _checkpoint(grid: Any, trial_id: str) -> Any:
-    for result in grid if grid is not None else []:
-        if (result.metrics or {}).get("trial_id") == trial_id:
-            return result.checkpoint
-    return None
 
 
 def _adopted_row(run: Any) -> TrialRow:
@@ -313,4 +273,4 @@ def _adopted_row(run: Any) -> TrialRow:
         epoch = 0
     return TrialRow(tags["ablate.trial_key"], tags.get("ablate.variant", ""),
                     int(tags.get("ablate.seed", "0")), TERMINATED, epoch,
-                    {k: float(v) for k, v in run.data.metrics.items() if k in ("auc", "ap")})
+                    {k: float(v) for k, v in run.data.metrics.items() if k in METRICS})

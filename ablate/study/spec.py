@@ -25,33 +25,42 @@ A study either ablates (``ablation``) or searches (``search``: Optuna or random 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, reject_unknown
 from ablate.metrics import METRICS as TEST_METRICS
 from ablate.metrics import VALIDATION_METRICS
+from ablate.typecheck import check, check_fields, mapping
 
 SPEC_KEYS = ("name", "description", "dataset", "base", "base_name", "overrides", "ablation",
              "seeds", "search", "scheduler", "metric", "mode", "resources", "max_concurrent",
-             "max_failures", "reference", "select_on_test")
-DESIGNS = ("grid", "leave_one_out", "add_one_in")
-METRICS = (*VALIDATION_METRICS, *TEST_METRICS)
+             "max_failures", "reference", "select_on_test", "fuse")
+
+# The enumerations are the annotations of the spec's fields, so the checker reads their choices
+# from there; the tuples are the same choices for code that lists them.
+Design = Literal["grid", "leave_one_out", "add_one_in"]
+Metric = Literal["val_auc", "val_ap", "auc", "ap", "ap_sklearn"]  # validation, then test
+Mode = Literal["max", "min"]
+DistributionKind = Literal["values", "uniform", "loguniform", "int"]
+Algorithm = Literal["optuna", "random"]
+SchedulerType = Literal["none", "asha"]
+Fuse = Literal["none", "seeds"]  # seeds: one Tune trial trains a variant's seeds as one model
+
+DESIGNS: tuple[str, ...] = get_args(Design)
+METRICS: tuple[str, ...] = get_args(Metric)
+MODES: tuple[str, ...] = get_args(Mode)
+DISTRIBUTIONS: tuple[str, ...] = get_args(DistributionKind)
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+SCHEDULERS: tuple[str, ...] = get_args(SchedulerType)
 SELECT_ON_TEST = (
     "metric: {metric!r} is a test metric, and this study selects ({how}); select on validation "
     "({allowed}), or set select_on_test: true to select on test (the report then marks the "
     "results test-tuned)"
 )
-MODES = ("max", "min")
-DISTRIBUTIONS = ("values", "uniform", "loguniform", "int")
-ALGORITHMS = ("optuna", "random")
-SCHEDULERS = ("none", "asha")
 MAX_RESOURCE = 1024  # per trial
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -60,20 +69,20 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class Distribution:
     """One search dimension: ``values`` (a choice) or a numeric range."""
 
-    kind: str
+    kind: DistributionKind
     args: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
 class SearchSpec:
-    algorithm: str
+    algorithm: Algorithm
     num_samples: int
     space: dict[str, Distribution]
 
 
 @dataclass(frozen=True)
 class SchedulerSpec:
-    type: str = "none"
+    type: SchedulerType = "none"
     grace_period: int = 2
     reduction_factor: int = 2
 
@@ -92,23 +101,25 @@ class StudySpec:
     dataset: str
     base: dict[str, Any]
     base_name: str
-    design: str
+    design: Design
     axes: dict[str, tuple[Any, ...]]
     reference: dict[str, Any] | None
     seeds: tuple[int, ...]
     search: SearchSpec | None
     scheduler: SchedulerSpec
-    metric: str
-    mode: str
+    metric: Metric
+    mode: Mode
     resources: Resources
     max_concurrent: int
     max_failures: int
     description: str = ""
     select_on_test: bool = False
+    fuse: Fuse = "none"
     source: Path | None = field(default=None, compare=False)
 
     def identity(self) -> dict[str, Any]:
-        """What defines the study's trials; resources and concurrency may change on resume."""
+        """What defines the study's trials; resources and concurrency may change on resume.
+        The study's hash is :attr:`ablate.study.plan.Plan.hash`, over the resolved trials."""
         search = None
         if self.search is not None:
             search = {"algorithm": self.search.algorithm, "num_samples": self.search.num_samples,
@@ -117,85 +128,45 @@ class StudySpec:
                 "design": self.design, "axes": {k: list(v) for k, v in self.axes.items()},
                 "reference": self.reference, "seeds": list(self.seeds), "search": search,
                 "scheduler": vars(self.scheduler), "metric": self.metric, "mode": self.mode,
-                "select_on_test": self.select_on_test}
-
-    def spec_hash(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+                "select_on_test": self.select_on_test, "fuse": self.fuse}
 
 
 def _err(key: str, problem: str) -> ConfigError:
     return ConfigError(f"{key}: {problem}")
 
 
-def _mapping(value: Any, key: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _err(key, f"expected a mapping, got {type(value).__name__}")
-    return dict(value)
-
-
-def _int(value: Any, key: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _err(key, f"expected an int, got {type(value).__name__} ({value!r})")
+def _at_least(value: Any, key: str, minimum: int) -> int:
+    """An int of at least ``minimum``."""
+    value = check(int, value, key)
     if value < minimum:
         raise _err(key, f"must be >= {minimum}, got {value}")
     return value
 
 
-def _number(value: Any, key: str) -> float:
-    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise _err(key, f"expected a number, got {type(value).__name__} ({value!r})")
-    if not math.isfinite(value):
-        raise _err(key, f"expected a finite number, got {value!r}")
-    return float(value)
-
-
-def _choice(value: Any, key: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise _err(key, f"expected one of {', '.join(allowed)}, got {value!r}")
-    return value
-
-
-def _only_keys(raw: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> None:
-    from ablate.errors import closest, unknown_message
-
-    for k in raw:
-        if k not in allowed:
-            prefix = f"{key}.{k}" if key else str(k)
-            raise _err(prefix, unknown_message("unknown key", allowed, closest(str(k), allowed)))
-
-
 def _seeds(raw: Any) -> tuple[int, ...]:
     if isinstance(raw, int) and not isinstance(raw, bool):
-        return tuple(range(_int(raw, "seeds", 1)))
+        return tuple(range(_at_least(raw, "seeds", 1)))
     if not isinstance(raw, list) or not raw:
         raise _err("seeds", f"expected a count >= 1 or a non-empty list of ints, got {raw!r}")
-    seeds = tuple(_int(s, "seeds", 0) for s in raw)
+    seeds = tuple(_at_least(s, f"seeds[{i}]", 0) for i, s in enumerate(raw))
     if len(set(seeds)) != len(seeds):
         raise _err("seeds", f"duplicate seeds in {list(seeds)}")
     return seeds
 
 
 def _distribution(raw: Any, key: str) -> Distribution:
-    raw = _mapping(raw, key)
+    raw = mapping(raw, key)
     if len(raw) != 1:
         raise _err(key, f"expected exactly one of {', '.join(DISTRIBUTIONS)}, got {sorted(raw)}")
     (kind, args), = raw.items()
-    _choice(kind, key, DISTRIBUTIONS)
+    check(DistributionKind, kind, key)
     if kind == "values":
         if not isinstance(args, list) or not args:
             raise _err(f"{key}.values", "expected a non-empty list")
         return Distribution(kind, tuple(args))
     if not isinstance(args, list) or len(args) != 2:
         raise _err(f"{key}.{kind}", f"expected [low, high], got {args!r}")
-    low, high = (_number(a, f"{key}.{kind}") for a in args)
-    if kind == "int":
-        low, high = int(low), int(high)
+    low, high = (check(int if kind == "int" else float, a, f"{key}.{kind}") for a in args)
     if not low < high or (kind == "loguniform" and low <= 0):
         raise _err(f"{key}.{kind}", f"expected 0 < low < high for loguniform and low < high "
                                     f"otherwise, got [{args[0]}, {args[1]}]")
@@ -212,11 +183,11 @@ def _trial_base(raw: Any, key: str) -> dict[str, Any]:
         import copy
 
         return copy.deepcopy(dict(PRESETS[raw]))
-    return _mapping(raw, key)
+    return mapping(raw, key)
 
 
 def _axes(raw: Any, key: str) -> dict[str, tuple[Any, ...]]:
-    raw = _mapping(raw, key)
+    raw = mapping(raw, key)
     if not raw:
         raise _err(key, "no axes given")
     axes: dict[str, tuple[Any, ...]] = {}
@@ -224,8 +195,8 @@ def _axes(raw: Any, key: str) -> dict[str, tuple[Any, ...]]:
         where = f"{key}.{axis}"
         if isinstance(body, list):  # shorthand: a bare list of values
             body = {"values": body}
-        body = _mapping(body, where)
-        _only_keys(body, where, ("values",))
+        body = mapping(body, where)
+        reject_unknown(body, ("values",), where)
         values = body.get("values")
         if not isinstance(values, list) or not values:
             raise _err(where, "empty axis; give at least one value under 'values'")
@@ -241,8 +212,8 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
     """
     from ablate.config import apply_overrides
 
-    raw = _mapping(raw, str(source) if source else "study")
-    _only_keys(raw, "", SPEC_KEYS)
+    raw = mapping(raw, str(source) if source else "study")
+    reject_unknown(raw, SPEC_KEYS, "")
     name = raw.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise _err("name", f"expected a name of letters, digits, '_', '.', '-' (max 64), "
@@ -251,15 +222,15 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
     if not isinstance(dataset, str) or not dataset:
         raise _err("dataset", f"expected 'synthetic', 'synthetic:SCALE' or a path, "
                               f"got {dataset!r}")
-    overrides = _mapping(raw.get("overrides") or {}, "overrides")
+    overrides = mapping(raw.get("overrides"), "overrides")
     base = apply_overrides(_trial_base(raw.get("base", "full"), "base"), overrides)
     reference = None
     if "reference" in raw:
         reference = apply_overrides(_trial_base(raw["reference"], "reference"), overrides)
 
-    ablation = _mapping(raw.get("ablation") or {}, "ablation")
-    _only_keys(ablation, "ablation", ("design", "axes"))
-    design = _choice(ablation.get("design", "grid"), "ablation.design", DESIGNS)
+    ablation = mapping(raw.get("ablation"), "ablation")
+    reject_unknown(ablation, ("design", "axes"), "ablation")
+    design = check(Design, ablation.get("design", "grid"), "ablation.design")
     axes = _axes(ablation["axes"], "ablation.axes") if "axes" in ablation else {}
     if design == "add_one_in" and reference is None:
         raise _err("reference", "add_one_in needs a reference (the stripped-down variant the "
@@ -270,45 +241,34 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
         if axes:
             raise _err("search", "a study either ablates (ablation.axes) or searches; "
                                  "split it into two studies")
-        body = _mapping(raw["search"], "search")
-        _only_keys(body, "search", ("algorithm", "num_samples", "space"))
-        space = _mapping(body.get("space") or {}, "search.space")
+        body = mapping(raw["search"], "search")
+        reject_unknown(body, ("algorithm", "num_samples", "space"), "search")
+        space = mapping(body.get("space"), "search.space")
         if not space:
             raise _err("search.space", "no dimensions given")
         search = SearchSpec(
-            algorithm=_choice(body.get("algorithm", "optuna"), "search.algorithm", ALGORITHMS),
-            num_samples=_int(body.get("num_samples", 8), "search.num_samples", 1),
+            algorithm=check(Algorithm, body.get("algorithm", "optuna"), "search.algorithm"),
+            num_samples=_at_least(body.get("num_samples", 8), "search.num_samples", 1),
             space={str(k): _distribution(v, f"search.space.{k}") for k, v in space.items()})
 
     sched_raw = raw.get("scheduler") or "none"
     if isinstance(sched_raw, str):
         sched_raw = {"type": sched_raw}
-    sched_raw = _mapping(sched_raw, "scheduler")
-    _only_keys(sched_raw, "scheduler", ("type", "grace_period", "reduction_factor"))
-    scheduler = SchedulerSpec(
-        type=_choice(sched_raw.get("type", "none"), "scheduler.type", SCHEDULERS),
-        grace_period=_int(sched_raw.get("grace_period", 2), "scheduler.grace_period", 1),
-        reduction_factor=_int(sched_raw.get("reduction_factor", 2),
-                              "scheduler.reduction_factor", 2))
+    scheduler = SchedulerSpec(**check_fields(SchedulerSpec, sched_raw, "scheduler"))
+    _at_least(scheduler.grace_period, "scheduler.grace_period", 1)
+    _at_least(scheduler.reduction_factor, "scheduler.reduction_factor", 2)
 
-    res_raw = _mapping(raw.get("resources") or {}, "resources")
-    _only_keys(res_raw, "resources", ("cpu", "gpu"))
-    resources = Resources(cpu=_number(res_raw.get("cpu", 1), "resources.cpu"),
-                          gpu=_number(res_raw.get("gpu", 0), "resources.gpu"))
+    resources = Resources(**check_fields(Resources, raw.get("resources"), "resources"))
     if not (0 < resources.cpu <= MAX_RESOURCE and 0 <= resources.gpu <= MAX_RESOURCE):
         raise _err("resources", f"expected 0 < cpu <= {MAX_RESOURCE} and 0 <= gpu <= "
                                 f"{MAX_RESOURCE}, got {vars(resources)}")
     base_name = raw.get("base_name", "base")
     if not isinstance(base_name, str) or not base_name:
         raise _err("base_name", f"expected a non-empty string, got {base_name!r}")
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        raise _err("description", f"expected a string, got {type(description).__name__}")
+    description = check(str, raw.get("description", ""), "description")
 
-    metric = _choice(raw.get("metric", "val_auc"), "metric", METRICS)
-    select_on_test = raw.get("select_on_test", False)
-    if not isinstance(select_on_test, bool):
-        raise _err("select_on_test", f"expected true or false, got {select_on_test!r}")
+    metric = check(Metric, raw.get("metric", "val_auc"), "metric")
+    select_on_test = check(bool, raw.get("select_on_test", False), "select_on_test")
     selecting = [how for how, on in (("a search", search is not None),
                                      ("an early-stopping scheduler", scheduler.type != "none"))
                  if on]
@@ -320,14 +280,22 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
         name=name, dataset=dataset, base=base, base_name=base_name, design=design, axes=axes,
         reference=reference, seeds=_seeds(raw.get("seeds", 1)), search=search,
         scheduler=scheduler, metric=metric, select_on_test=select_on_test,
-        mode=_choice(raw.get("mode", "max"), "mode", MODES), resources=resources,
-        max_concurrent=_int(raw.get("max_concurrent", 2), "max_concurrent", 1),
-        max_failures=_int(raw.get("max_failures", 2), "max_failures", 0),
-        description=description, source=source)
-    from ablate.study.plan import expand
-
-    expand(spec)  # every variant must resolve: unknown components fail here, before any run
+        mode=check(Mode, raw.get("mode", "max"), "mode"), resources=resources,
+        max_concurrent=_at_least(raw.get("max_concurrent", 2), "max_concurrent", 1),
+        max_failures=_at_least(raw.get("max_failures", 2), "max_failures", 0),
+        description=description, fuse=_fuse(raw, search, scheduler), source=source)
     return spec
+
+
+def _fuse(raw: Mapping[str, Any], search: SearchSpec | None, scheduler: SchedulerSpec) -> Fuse:
+    fuse = check(Fuse, raw.get("fuse", "none"), "fuse")
+    if fuse == "seeds" and search is not None:
+        raise _err("fuse", "fusing seeds applies to ablations; a search runs each sampled "
+                           "configuration's seeds as separate trials (remove fuse)")
+    if fuse == "seeds" and scheduler.type != "none":
+        raise _err("fuse", "an early-stopping scheduler decides per Tune trial, and a fused "
+                           "trial trains several; use scheduler: none with fuse: seeds")
+    return fuse
 
 
 def load_spec(path: Path) -> StudySpec:

@@ -41,7 +41,7 @@ def study_status(study: str, storage: str) -> list[str]:
     if progress is None:
         return lines + [NO_PROGRESS]
     known = {t.get("key"): t for t in progress["trials"] if isinstance(t, dict)}
-    keys = [k for k in record["trials"] if isinstance(k, str)]
+    keys = [t["key"] for t in record["trials"] if isinstance(t, dict) and "key" in t]
     keys += sorted(k for k in known if isinstance(k, str) and k not in keys)
     counts: dict[str, int] = {}
     for key in keys:

@@ -2,7 +2,8 @@
 
 ``STORAGE`` is a local path (default ``./runs``) or a URI Ray and pyarrow understand
 (``s3://bucket/prefix``), which a cluster needs so every node sees the same checkpoints.
-``study.json`` pins the spec hash: the same command resumes, a changed spec is refused.
+``study.json`` pins the plan's hash (over the resolved trial configs) and records each trial's
+variant and seed: the same command resumes, a changed plan is refused.
 ``trials.json`` is the driver's progress record (every known trial's state, epoch and final
 metrics), what ``ablate status`` reads. Both are plain JSON, written atomically.
 
@@ -16,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ablate.errors import AblateError
+from ablate.locks import FileLock, check_writable
 
 STUDY_FILE = "study.json"
 PROGRESS_FILE = "trials.json"
@@ -68,11 +69,8 @@ class StudyDir:
             if not probe.is_dir():
                 raise AblateError(f"storage {self.root}: {probe} is not a directory; "
                                   f"pass --storage DIR")
-            # Write a nameless file rather than trust os.access: root passes every access
-            # check, yet a read-only mount or an immutable directory still refuses it.
             try:
-                with tempfile.TemporaryFile(dir=probe):
-                    pass
+                check_writable(probe)
             except OSError as exc:
                 raise AblateError(f"storage {probe} is not writable ({exc.strerror}); "
                                   f"pass --storage DIR") from None
@@ -138,41 +136,10 @@ class StudyDir:
             f.write(text)
         fs.move(tmp, f"{path}/{name}")  # atomic rename on local filesystems
 
-    def lock(self):
+    def lock(self) -> AbstractContextManager[object]:
         """An exclusive lock so two drivers never run one study at once (local storage)."""
-        return _StudyLock(Path(self.root) / ".lock") if self.is_local else _NoLock()
-
-
-class _StudyLock:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = None
-
-    def __enter__(self) -> _StudyLock:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a+")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            raise AblateError(f"study at {self.path.parent} is being run by another process; "
-                              f"wait for it or watch it with `ablate status`") from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"{os.getpid()} {time.time():.0f}\n")
-        self._file.flush()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            self._file.close()
-
-
-class _NoLock:
-    def __enter__(self) -> _NoLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+        if not self.is_local:
+            return nullcontext()
+        return FileLock(Path(self.root) / ".lock", record_holder=True,
+                        busy=f"study at {self.root} is being run by another process; wait for "
+                             f"it or watch it with `ablate status`")

@@ -286,6 +286,11 @@ class StudyTracker:
     def status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 
+    def mark_running(self, run_id: str) -> None:
+        """Marks a trial's run RUNNING (a retried or resumed run may be FAILED or KILLED)."""
+        if self.status(run_id) != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+
     def finish(self, run_id: str, artifacts: Mapping[str, Path], status: str = "FINISHED",
                tags: Mapping[str, str] | None = None) -> None:
         """Uploads artifacts (``name -> local file or directory``) and closes the run."""

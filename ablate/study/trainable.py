@@ -1,9 +1,10 @@
 """The Ray Tune function trainable that runs one trial of a study.
 
-It runs in a Ray worker: it resolves its trial config, memory-maps the feature store (the
-store's cache is shared by every trial on the node), resumes from ``tune.get_checkpoint()`` when
-Tune restores it, and reports every epoch with a checkpoint. It never talks to MLflow: the
-driver logs what the checkpoints carry (``history.json``, ``scores.npz``, ``config.yaml``).
+It runs in a Ray worker: it takes its resolved trial config from the plan, memory-maps the
+feature store (the store's cache is shared by every trial on the node), resumes from
+``tune.get_checkpoint()`` when Tune restores it, and reports every epoch with a checkpoint. It
+never talks to MLflow: the driver logs what the checkpoints carry (``history.json``,
+``scores.npz``, ``config.yaml``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ablate.config import resolve_trial_config
-from ablate.study.identity import identify, trial_raw_config
+if TYPE_CHECKING:
+    from ablate.study.plan import Plan
 
 SCRATCH_PREFIX = "ablate-ckpt-"  # + "<pid>-": where a checkpoint is written before Tune takes it
 
@@ -44,8 +45,7 @@ def sweep_stale_scratch(root: Path | None = None) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def newest_persisted_state(tune_path: str, key: str, plan: dict[str, Any]
-                           ) -> dict[str, Any] | None:
+def newest_persisted_state(tune_path: str, key: str, plan: Plan) -> dict[str, Any] | None:
     """The most advanced readable checkpoint persisted under ``tune_path`` for the trial ``key``.
 
     Tune restores a trial from the checkpoint its last experiment snapshot recorded; a driver
@@ -71,53 +71,87 @@ def newest_persisted_state(tune_path: str, key: str, plan: dict[str, Any]
 _DATASETS: dict[str, Any] = {}
 
 
-def train_trial(config: dict[str, Any], plan: dict[str, Any], dataset: str,
-                tune_path: str) -> None:
-    """Tune entry point (bound with ``tune.with_parameters``).
+def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str) -> None:
+    """Tune entry point (bound with ``tune.with_parameters``): trains the plan's trial, or with
+    fusion a variant's seeds as one model (:class:`~ablate.train.fused.FusedTrainer`).
 
     ``dataset`` is the spec's dataset: a store path, or the synthetic default, which each node
     generates into its own cache on first use. ``tune_path`` is the study's Tune directory.
+
+    A lone trial reports its metrics at the top level; a fused one reports each member's under
+    ``members`` (by trial key) and checkpoints each member into its own subdirectory
+    (:func:`~ablate.study.plan.member_dir`), laid out as a lone trial's checkpoint.
     """
     from ray import tune
 
     from ablate.data import load
-    from ablate.study.runner import resolve_dataset
+    from ablate.data.source import ensure_store
+    from ablate.errors import AblateError
+    from ablate.study.plan import member_dir
     from ablate.train.checkpoint import load_checkpoint, save_checkpoint
     from ablate.train.outputs import write_trial_outputs
-    from ablate.train.trainer import Trainer
+    from ablate.train.resume import load_newest
+    from ablate.train.trainer import EpochResult, Trainer
 
     sweep_stale_scratch()
-    raw, _ = trial_raw_config(config, plan)
-    identity = identify(config, plan)
-    trial_config = resolve_trial_config(raw)
+    members = plan.members(config)
     if dataset not in _DATASETS:  # a reused worker keeps the store (and its train view) open
-        _DATASETS[dataset] = load(resolve_dataset(dataset))
-    trainer = Trainer(trial_config, _DATASETS[dataset])
-    known = None  # the state of the checkpoint Tune restored this trial from, if any
+        _DATASETS[dataset] = load(ensure_store(dataset))
+    store = _DATASETS[dataset]
+    if len(members) == 1:
+        trainers: list[Trainer] = [Trainer(members[0].config, store)]
+        fused = None
+    else:
+        from ablate.train.fused import FusedTrainer
+
+        fused = FusedTrainer([m.config for m in members], store)
+        trainers = list(fused.members)
+    count = len(members)
+    known: list[dict[str, Any] | None] = [None] * count  # what Tune restored this trial from
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            known = load_checkpoint(Path(directory))
-    persisted = newest_persisted_state(tune_path, identity.key, plan)
-    states = [s for s in (persisted, known) if s is not None]
-    if states:
-        trainer.load_state_dict(max(states, key=lambda s: s["epoch"]))
-    start_epoch = trainer.epoch  # > 0 when this attempt continues from a checkpoint
+            known = [load_checkpoint(member_dir(Path(directory), i, count))
+                     for i in range(count)]
+    for i, (member, trainer) in enumerate(zip(members, trainers, strict=True)):
+        persisted = newest_persisted_state(tune_path, member.key, plan)
+        load_newest(trainer, [persisted, known[i]], where=f"trial {member.key}")
+    start_epoch = min(t.epoch for t in trainers)  # > 0 when this attempt continues
 
-    def report(metrics: dict[str, float], seconds: float) -> None:
+    def report(results: dict[int, EpochResult], seconds: float) -> None:
         with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as directory:
-            save_checkpoint(Path(directory), trainer.state_dict())
-            write_trial_outputs(Path(directory), trainer)
-            tune.report({**metrics, "epoch": trainer.epoch, "variant": identity.variant,
-                         "seed": identity.seed,
-                         "epoch_seconds": seconds, "start_epoch": start_epoch},
+            for i, trainer in enumerate(trainers):
+                target = member_dir(Path(directory), i, count)
+                save_checkpoint(target, trainer.state_dict())
+                write_trial_outputs(target, trainer)
+            if fused is None:
+                (result,) = results.values()
+                body: dict[str, Any] = {**result.metrics, "epoch": result.epoch,
+                                        "variant": members[0].variant, "seed": members[0].seed}
+            else:
+                body = {"epoch": max(r.epoch for r in results.values()),
+                        "variant": members[0].variant,
+                        "members": {members[i].key: {**r.metrics, "epoch": r.epoch}
+                                    for i, r in results.items()}}
+            tune.report({**body, "epoch_seconds": seconds, "start_epoch": start_epoch},
                         checkpoint=tune.Checkpoint.from_directory(directory))
 
-    if trainer.history and trainer.epoch > (known["epoch"] if known else 0):
-        # Resumed past what Tune's snapshot recorded (possibly past the last epoch, leaving
-        # nothing to train): report that epoch again, so Tune's last result and checkpoint,
-        # which the driver logs and summarises, are the trial's newest and not older ones.
-        trainer.evaluate()  # the test scores of the loaded model, for the checkpoint's outputs
-        report({k: v for k, v in trainer.history[-1].items() if k != "epoch"}, 0.0)
-    for result in trainer.epochs():
-        report(result.metrics, result.seconds)
+    # Resumed past what Tune's snapshot recorded (possibly past the last epoch, leaving nothing
+    # to train): report those epochs again, so Tune's last result and checkpoint, which the
+    # driver logs and summarises, are the trial's newest and not older ones.
+    ahead = {i: t for i, t in enumerate(trainers)
+             if t.history and t.epoch > (known[i]["epoch"] if known[i] else 0)}
+    if ahead:
+        for trainer in ahead.values():
+            trainer.evaluate()  # the test scores of the loaded model, for the outputs
+        report({i: EpochResult(t.epoch, {k: v for k, v in t.history[-1].items() if k != "epoch"},
+                               0.0) for i, t in ahead.items()}, 0.0)
+    if fused is None:
+        for result in trainers[0].epochs():
+            report({0: result}, result.seconds)
+        return
+    for results in fused.epochs():
+        report(results, next(iter(results.values())).seconds)
+    failed = [f"{members[m.index].key}: {m.error}" for m in fused.members if m.error is not None]
+    if failed:
+        raise AblateError("fused trial failed for " + "; ".join(failed))

@@ -12,7 +12,10 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ablate.study.plan import Plan
 
 TUNER_FILE = "tuner.pkl"
 STATE_GLOB = "experiment_state-*.json"
@@ -49,10 +52,10 @@ def tune_state(tune_path: str) -> TuneState:
     return TuneState.RESTORABLE
 
 
-def trial_dirs_of(tune_path: str, key: str, plan: dict[str, Any]) -> list[Path]:
-    """The Tune trial directories of every attempt at the trial ``key`` (local storage only)."""
+def member_dirs_of(tune_path: str, key: str, plan: Plan) -> list[tuple[Path, int, int]]:
+    """``(trial directory, member index, members)`` of every Tune trial that trained the trial
+    ``key``, alone or fused (local storage only)."""
     from ablate.errors import ConfigError
-    from ablate.study.identity import identify
 
     if "://" in tune_path:
         return []
@@ -60,23 +63,27 @@ def trial_dirs_of(tune_path: str, key: str, plan: dict[str, Any]) -> list[Path]:
     for params in sorted(Path(tune_path).glob(f"*/{PARAMS_FILE}")):
         try:
             config = json.loads(params.read_text())
-            if isinstance(config, dict) and identify(config, plan).key == key:
-                found.append(params.parent)
+            members = [m.key for m in plan.members(config)] if isinstance(config, dict) else []
         except (OSError, ValueError, KeyError, TypeError, ConfigError):
             continue  # unreadable, or a trial of another plan
+        if key in members:
+            found.append((params.parent, members.index(key), len(members)))
     return found
 
 
-def checkpoints_of(tune_path: str, key: str, plan: dict[str, Any]) -> list[tuple[int, Path]]:
+def checkpoints_of(tune_path: str, key: str, plan: Plan) -> list[tuple[int, Path]]:
     """``(epochs, directory)`` of every readable checkpoint of the trial ``key``, most advanced
-    first (epochs: the length of the checkpoint's metric history)."""
+    first (epochs: the length of the checkpoint's metric history; directory: where the trial's
+    own files are, inside a fused trial's checkpoint for a member)."""
+    from ablate.study.plan import member_dir
     from ablate.train.outputs import HISTORY
 
     ranked = []
-    for trial_dir in trial_dirs_of(tune_path, key, plan):
-        for history in trial_dir.glob(f"checkpoint_*/{HISTORY}"):
+    for trial_dir, index, count in member_dirs_of(tune_path, key, plan):
+        for checkpoint in trial_dir.glob("checkpoint_*"):
+            directory = member_dir(checkpoint, index, count)
             try:
-                ranked.append((len(json.loads(history.read_text())), history.parent))
+                ranked.append((len(json.loads((directory / HISTORY).read_text())), directory))
             except (OSError, ValueError, TypeError):
                 continue  # a checkpoint being written when its writer died
     return sorted(ranked, key=lambda item: item[0], reverse=True)

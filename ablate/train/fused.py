@@ -18,20 +18,20 @@ stopping decision); a member whose loss fails fails alone and the others go on.
 
 Equivalence with separate trials. A member is initialised exactly as ``Trainer(config, dataset)``
 initialises it (torch's RNG seeded with its seed), draws the same batches and crops from its own
-numpy RNG (:func:`~ablate.train.trainer.epoch_batches`), and the same dropout masks: in the
-parameterless copy of the model that serves all members, each ``nn.Dropout`` multiplies by a
-given mask, which every member draws from its own generator with the calls ``nn.Dropout`` makes
-on CPU (``bernoulli_(1 - p)``, then ``div_(1 - p)``), layer by layer in the order its separate
-forward pass draws them. Its loss is its own :class:`~ablate.models.losses.Objective` on its
-slice of the output, its optimizer its own Adam. So on CPU, one member per call, a member equals
-its separate trial bit for bit. A vmapped call changes the float32 reduction order (a batched
-matrix product instead of one per model), about one ulp per forward pass: members then follow
-their separate runs to about 1e-5 over a few epochs (``tests/test_fused.py`` states the
-tolerance), and a fused run is still deterministic, so a fused trial resumed from its members'
-checkpoints repeats a straight fused run exactly. On CUDA the separate run's dropout comes from
-the fused dropout kernel's own random stream, which cannot be replayed; members draw from their
-own CUDA generators there: statistically equivalent, as bfloat16 CUDA runs are not
-bit-reproducible anyway.
+numpy RNG (:func:`~ablate.train.data.epoch_batches`), and the same dropout masks: in the
+parameterless copy of the model that serves all members (:mod:`ablate.train.vectorised`), each
+``nn.Dropout`` multiplies by a given mask, which every member draws from its own generator with the
+calls ``nn.Dropout`` makes on CPU (``bernoulli_(1 - p)``, then ``div_(1 - p)``), layer by layer in
+the order its separate forward pass draws them. Its loss is its own
+:class:`~ablate.models.losses.Objective` on its slice of the output, its optimizer its own Adam. So
+on CPU, one member per call, a member equals its separate trial bit for bit. A vmapped call changes
+the float32 reduction order (a batched matrix product instead of one per model), about one ulp per
+forward pass: members then follow their separate runs to about 1e-5 over a few epochs
+(``tests/test_fused.py`` states the tolerance), and a fused run is still deterministic, so a fused
+trial resumed from its members' checkpoints repeats a straight fused run exactly. On CUDA the
+separate run's dropout comes from the fused dropout kernel's own random stream, which cannot be
+replayed; members draw from their own CUDA generators there: statistically equivalent, as bfloat16
+CUDA runs are not bit-reproducible anyway.
 
 Design costs. Each member keeps its own Adam over its own parameters, stacked afresh each step (a
 copy of the parameters, small next to the activations). One Adam over stacked tensors would
@@ -46,8 +46,6 @@ grow with N on a GPU; ``benchmarks/bench_fused.py`` measures what fusion gains n
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -56,29 +54,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.func import functional_call, vmap
 
 from ablate.config import TrialConfig
 from ablate.errors import AblateError
-from ablate.models import ModelOutput
+from ablate.train.data import TrialData, batch_labels, epoch_batches
+from ablate.train.device import _as_float, autocast, pick_device, set_cpu_threads
+from ablate.train.resume import resume
+from ablate.train.scoring import evaluate_trials, score_videos
 from ablate.train.trainer import (
-    EVAL_GRAPH_BUDGET,
     LOSS_NOT_FINITE,
     EpochResult,
     LossMeans,
     Trainer,
-    TrialData,
-    _as_float,
-    autocast,
-    batch_labels,
-    epoch_batches,
     is_test_epoch,
-    pick_device,
-    resume,
-    score_videos,
-    set_cpu_threads,
 )
+from ablate.train.vectorised import VectorisedModel
 
 if TYPE_CHECKING:
     from ablate.data import FeatureDataset
@@ -92,18 +82,9 @@ NO_CONFIGS = "a fused trial needs at least one trial config"
 NOT_FUSABLE = ("config {index} cannot join a fused trial with config 0: they differ in {keys}; "
                "members may differ only in " + ", ".join(FUSABLE))
 SAME_TRIAL = "configs {first} and {second} are the same trial; a fused trial trains each once"
-HAS_BUFFERS = ("fused training needs a model without buffers, which a vmapped forward would not "
-               "update; this one has {names}")
-DROPOUT_REUSED = ("fused training needs each dropout module to run once per forward pass; {name} "
-                  "runs {count} times")
-NOT_VECTORISABLE = ("this model variant cannot be trained fused ({problem}); train its seeds as "
-                    "separate trials")
 OBJECTIVE_FAILED = "{error} (epoch {epoch}, step {step})"
 MEMBER_FAILED = "fused member {index} (seed {seed}): {error}"
 CHECKPOINT_DIRS = "{configs} trial configs but {dirs} checkpoint directories"
-
-# A dropout layer of the vectorised model: module path, input shape, probability.
-_Dropout = tuple[str, tuple[int, ...], float]
 
 
 class FusedMember(Trainer):
@@ -179,21 +160,6 @@ class FusedMember(Trainer):
                 self._load_torch_rng_state(Trainer._torch_rng_state(self))
 
 
-class _MaskedDropout(nn.Module):
-    """``nn.Dropout`` whose mask (kept units scaled by 1 / (1 - p)) is given in the buffer
-    ``mask``: under vmap one per member, drawn by the caller from the member's own generator."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-        self.register_buffer("mask", None, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        return x * self.mask.to(x.dtype)  # (B, T, H), as nn.Dropout multiplies on CPU
-
-
 class FusedTrainer:
     """Trains the seeds of one model variant as one vectorised model.
 
@@ -228,23 +194,8 @@ class FusedTrainer:
         if members_per_call is None:
             members_per_call = len(configs) if self.device == "cuda" else 1
         self.members_per_call = members_per_call
-        model = self.members[0].model
-        buffers = [name for name, _ in model.named_buffers()]
-        if buffers:
-            raise AblateError(HAS_BUFFERS.format(names=", ".join(buffers)))
-        self._names = [name for name, _ in model.named_parameters()]
-        self._params = {m.index: list(m.model.parameters()) for m in self.members}
         batch = (opts.batch_size, opts.segments, dataset.dim)
-        self._template, self._dropout = _vectorised(model, batch)
-        # Evaluation records CoMo's attention graphs; they are captured as outputs (vmap cannot
-        # reduce them to floats) and handed to each member's own CoMo afterwards (see _score).
-        self._graphs: list[tuple[str, torch.Tensor]] = []
-        como = getattr(self._template, "como", None)
-        if como is not None and hasattr(como, "_record_entropy"):
-            como._record_entropy = lambda relation, adj: self._graphs.append((relation, adj))
-        self._train_vmap = vmap(lambda *args: _fields(self._train_call(*args)),
-                                randomness="error")  # vmap returns tensors, not ModelOutput
-        self._eval_vmap = vmap(self._eval_call, in_dims=(0, None), randomness="error")
+        self._vectorised = VectorisedModel(self.members[0].model, batch)
 
     # -- members -----------------------------------------------------------------------------
 
@@ -302,7 +253,7 @@ class FusedTrainer:
         means = {m.index: LossMeans() for m in members}
         draws = [epoch_batches(m.rng, data.abnormal, data.normal, half, data.train_set.crops)
                  for m in members]
-        self._template.train()
+        self._vectorised.template.train()
         for step, batches in enumerate(zip(*draws, strict=True)):
             live = [(m, batch) for m, batch in zip(members, batches, strict=True)
                     if m.error is None]
@@ -325,7 +276,9 @@ class FusedTrainer:
             finite or cannot be computed fails instead, as its separate trial would have.
         """
         with autocast(self.device, self.amp):
-            outputs = self._forward(members, x)
+            outputs = self._vectorised.train_outputs(
+                [list(m.model.parameters()) for m in members],
+                [m.dropout_generator for m in members], x, self.members_per_call)
         computed = []
         for m, out in zip(members, outputs, strict=True):
             m.optimizer.zero_grad(set_to_none=True)
@@ -354,124 +307,32 @@ class FusedTrainer:
                 m.optimizer.zero_grad(set_to_none=True)  # drops a failed slice's gradient
         return [(m, value, terms) for m, _, value, terms in stepped]
 
-    def _forward(self, members: list[FusedMember], x: torch.Tensor) -> list[ModelOutput]:
-        """Each member's training forward pass on its batch ``x[i]`` (N, B, S, D), in groups of
-        ``members_per_call`` members, each group one vmapped call."""
-        outputs: list[ModelOutput] = []
-        masks = self._masks(members)  # (N, B, T, H) per dropout layer
-        for start in range(0, len(members), self.members_per_call):
-            group = members[start:start + self.members_per_call]
-            part = slice(start, start + len(group))
-            group_masks = {name: mask[part] for name, mask in masks.items()}
-            if len(group) == 1:  # a plain call: the separate trial's own kernels
-                only = {name: mask[0] for name, mask in group_masks.items()}
-                outputs.append(self._train_call(self._own(group[0]), only, x[start]))
-                continue
-            with _vectorising():
-                scores, features, extras = self._train_vmap(
-                    self._stack(group), group_masks, x[part])  # (n, B, T), (n, B, T, H)
-            outputs += [ModelOutput(scores[i], features[i], {k: v[i] for k, v in extras.items()})
-                        for i in range(len(group))]
-        return outputs
-
-    def _train_call(self, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                    x: torch.Tensor) -> ModelOutput:
-        return functional_call(self._template, (params, masks), (x,))
-
-    def _own(self, member: FusedMember) -> dict[str, torch.Tensor]:
-        """A member's own parameters by name, for a call that serves it alone."""
-        return dict(zip(self._names, self._params[member.index], strict=True))
-
-    def _stack(self, members: list[FusedMember]) -> dict[str, torch.Tensor]:
-        """The members' parameters stacked on a new first dim, (N, ...) each; differentiable,
-        so gradients reach each member's own parameters."""
-        columns = zip(*(self._params[m.index] for m in members), strict=True)
-        return {name: torch.stack(column) for name, column in zip(self._names, columns,
-                                                                    strict=True)}
-
-    def _masks(self, members: list[FusedMember]) -> dict[str, torch.Tensor]:
-        """Each dropout layer's masks, (N, B, T, H): every member draws its layers in the order
-        its separate forward pass does, from its own generator."""
-        masks = {name: torch.empty((len(members), *shape), device=self.device)
-                 for name, shape, _ in self._dropout}
-        for i, m in enumerate(members):
-            for name, _, p in self._dropout:
-                masks[name][i].bernoulli_(1 - p, generator=m.dropout_generator)
-        for name, _, p in self._dropout:
-            masks[name].div_(1 - p)
-        return {f"{name}.mask": mask for name, mask in masks.items()}
-
     # -- evaluation --------------------------------------------------------------------------
 
     def _evaluate(self, members: list[FusedMember],
                   tested: list[FusedMember]) -> dict[int, dict[str, float]]:
-        """Validation metrics of ``members`` and test metrics of ``tested`` (a subset), in the
-        order a Trainer's evaluate scores them: test, then validation."""
-        if not members:
-            return {}
-        gates: dict[int, list[np.ndarray]] = {m.index: [] for m in members}
-        attention: dict[int, dict[str, float]] = {m.index: {} for m in members}
-        if tested:
-            for m in tested:
-                m.drop_attention_stats()
-            scores, test_gates = self._score(tested, self.data.test_ids)
-            for i, m in enumerate(tested):
-                m.last_scores = [s[i] for s in scores]
-                gates[m.index] = [g[i] if g.size else g for g in test_gates]
-                attention[m.index] = m.attention_stats()
-        val: list[np.ndarray] = []
-        if len(self.data.val_ids):
-            val, _ = self._score(members, self.data.val_ids)
-        return {m.index: m._metrics(gates[m.index], [s[i] for s in val], m in tested,
-                                    attention[m.index])
-                for i, m in enumerate(members)}
+        """Validation metrics of ``members`` and test metrics of ``tested`` (a subset), as a
+        Trainer's evaluate computes them, by member index."""
+        metrics = evaluate_trials(members, tested, self._score)
+        return {m.index: result for m, result in zip(members, metrics, strict=True)}
 
-    def _score(self, members: list[FusedMember],
+    def _score(self, members: Sequence[Trainer],
                video_ids: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """:func:`score_videos` of every member at once: arrays (N, T) per video."""
+        """:func:`~ablate.train.scoring.score_videos` of every member at once: (N, T) per
+        video."""
+        vectorised = self._vectorised
         with torch.no_grad():
-            stacked = self._stack(members) if self.members_per_call > 1 else {}
-        comos = [getattr(m.model, "como", None) for m in members]
-        self._template.eval()
-        for m in members:
-            m.model.eval()
-
-        def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-            g, t = x.shape[0], x.shape[1]  # x: (g, T, D), shared by the members
-            # Groups small enough that n x g x T x T graph elements stay within the budget.
-            size = min(self.members_per_call, max(1, EVAL_GRAPH_BUDGET // max(1, g * t * t)))
-            scores, gates = [], []
-            for start in range(0, len(members), size):
-                n = min(size, len(members) - start)
-                if n == 1:  # the member's own model, as its separate trial calls it (no dropout)
-                    own = members[start].model(x)
-                    gate = own.extras.get("clav_gate")
-                    scores.append(own.scores[None])  # (1, g, T)
-                    gates.append(None if gate is None else gate[None])
-                    continue
-                part = {name: value[start:start + n] for name, value in stacked.items()}
-                self._graphs.clear()
-                with _vectorising():
-                    out, graphs = self._eval_vmap(part, x)  # (n, g, T); (n, g, T, T)
-                # Each member's CoMo records its own graphs, as its separate forward would.
-                for (relation, _), adj in zip(self._graphs, graphs, strict=True):
-                    for j, como in enumerate(comos[start:start + n]):
-                        como._record_entropy(relation, adj[j])
-                self._graphs.clear()
-                scores.append(out["scores"])
-                gates.append(out.get("gate"))
-            gate = torch.cat(gates) if gates[0] is not None else None
-            return torch.cat(scores), gate  # (N, g, T) each
-
-        return score_videos(self.dataset, video_ids, forward, self.device, self.amp)
-
-    def _eval_call(self, params: dict[str, torch.Tensor],
-                   x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-        out = functional_call(self._template, params, (x,))
-        result = {"scores": out.scores}
-        if "clav_gate" in out.extras:
-            result["gate"] = out.extras["clav_gate"]
-        return result, [adj for _, adj in self._graphs]
+            stacked = (vectorised.stack([list(m.model.parameters()) for m in members])
+                       if self.members_per_call > 1 else {})
+        vectorised.template.eval()
+        models = [m.model for m in members]
+        for model in models:
+            model.eval()
+        opts = members[0].config.train
+        return score_videos(self.dataset, video_ids,
+                            lambda x: vectorised.eval_scores(models, stacked,
+                                                             self.members_per_call, x),
+                            self.device, self.amp, opts.eval_chunk)
 
 
 def check_fusable(configs: Sequence[TrialConfig]) -> None:
@@ -504,7 +365,7 @@ def run_fused(configs: Sequence[TrialConfig], dataset: FeatureDataset,
     Args:
         configs: The members' configs (see :class:`FusedTrainer`).
         dataset: A loaded feature store.
-        checkpoint_dirs: One directory per config, as :func:`~ablate.train.trainer.run_trial`
+        checkpoint_dirs: One directory per config, as :func:`~ablate.train.resume.run_trial`
             uses it: a member's directory is interchangeable with a separate trial's.
         on_epoch: Called with the member index and its result after each member's epoch.
         members_per_call: See :class:`FusedTrainer`.
@@ -552,47 +413,6 @@ def _fusable(key: str) -> bool:
     return any(key == allowed or key.startswith(f"{allowed}.") for allowed in FUSABLE)
 
 
-def _fields(out: ModelOutput) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    return out.scores, out.features, out.extras
-
-
 def _cuda_devices(cuda: bool) -> list[int]:
     """The devices whose RNG ``torch.random.fork_rng`` must save: the current GPU on CUDA."""
     return [torch.cuda.current_device()] if cuda else []
-
-
-@contextlib.contextmanager
-def _vectorising() -> Iterator[None]:
-    """Turns vmap's refusals (data-dependent control flow, randomness other than the dropout
-    handled here) into an error that says what to do."""
-    try:
-        yield
-    except RuntimeError as exc:
-        if "vmap" not in str(exc):
-            raise
-        raise AblateError(NOT_VECTORISABLE.format(problem=str(exc).splitlines()[0])) from exc
-
-
-def _vectorised(model: nn.Module, batch: tuple[int, ...]) -> tuple[nn.Module, list[_Dropout]]:
-    """A parameterless copy of ``model`` for ``functional_call``, its ``nn.Dropout`` layers
-    replaced by :class:`_MaskedDropout`, and those layers in the order a training forward pass
-    of a batch of shape ``batch`` (B, T, D) calls them, with their input shapes."""
-    template = copy.deepcopy(model).to("meta")
-    calls: list[_Dropout] = []
-    hooks = [module.register_forward_pre_hook(
-        lambda module, args, name=name: calls.append((name, tuple(args[0].shape), module.p)))
-        for name, module in template.named_modules() if isinstance(module, nn.Dropout)]
-    template.train()
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):  # a meta pass, to be safe
-        template(torch.empty(batch, device="meta"))
-    for hook in hooks:
-        hook.remove()
-    names = [name for name, _, _ in calls]
-    for name in names:
-        if names.count(name) > 1:
-            raise AblateError(DROPOUT_REUSED.format(name=name, count=names.count(name)))
-    for name, module in list(template.named_modules()):
-        if isinstance(module, nn.Dropout):
-            parent, _, child = name.rpartition(".")
-            setattr(template.get_submodule(parent), child, _MaskedDropout(module.p))
-    return template, [(name, shape, p) for name, shape, p in calls if p > 0]

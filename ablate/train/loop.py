@@ -18,16 +18,15 @@ from ablate.config import TrialConfig
 _DATASETS: dict[str, Any] = {}  # per worker process: store path -> loaded dataset
 
 
-def _train_one(job: tuple[str, dict[str, Any]]) -> list[dict[str, float]]:
-    from ablate.config import resolve_trial_config
+def _train_one(job: tuple[str, TrialConfig]) -> list[dict[str, float]]:
     from ablate.data import load
-    from ablate.train.trainer import run_trial
+    from ablate.train.resume import run_trial
 
-    store, raw = job
+    store, config = job
     if store not in _DATASETS:
         _DATASETS[store] = load(Path(store))
     with tempfile.TemporaryDirectory() as out:
-        return run_trial(resolve_trial_config(raw), _DATASETS[store], Path(out)).history
+        return run_trial(config, _DATASETS[store], Path(out)).history
 
 
 def train_all(configs: Sequence[TrialConfig], store: Path,
@@ -40,7 +39,7 @@ def train_all(configs: Sequence[TrialConfig], store: Path,
         store: The feature store every trial trains on.
         workers: Processes training at once (each loads the store once, memory-mapped).
     """
-    jobs = [(str(store), config.to_dict()) for config in configs]
+    jobs = [(str(store), config) for config in configs]
     if workers <= 1:
         return [_train_one(job) for job in jobs]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:

@@ -1,7 +1,9 @@
-"""The report's figures, as PNG bytes (matplotlib, Agg backend; no display needed).
+"""The report's figures as PNG bytes, drawn with matplotlib's Agg canvas (no display needed).
 
-PNG bytes are both written next to the tables and embedded in ``index.html`` as base64 data
-URIs, so the page opens offline, from a laptop, an artifact store or an e-mail.
+Figures are built as :class:`matplotlib.figure.Figure` on a :class:`FigureCanvasAgg` rather than
+through ``pyplot``: no global backend switch and no figure registry, so a report drawn inside
+another program leaves its matplotlib state alone. The PNG bytes are both written next to the
+tables and embedded in ``index.html``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ablate.metrics import METRIC_LABELS
+from ablate.report.model import Figure, ImportanceBars, LearningCurves, RocPr, SeedPoints
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure as MplFigure
 
     from ablate.metrics import Curves
 
@@ -23,28 +27,39 @@ DPI = 100
 _LABELS = {**METRIC_LABELS, "loss": "loss"}
 
 
-def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:
-    import matplotlib
+def png(figure: Figure) -> bytes:
+    """The PNG of one report figure."""
+    data = figure.data
+    if isinstance(data, SeedPoints):
+        return seed_points(data.groups, data.metrics)
+    if isinstance(data, LearningCurves):
+        return learning_curves(data.curves, data.metric)
+    if isinstance(data, ImportanceBars):
+        return importance_bars(data.importances)
+    if isinstance(data, RocPr):
+        return roc_pr(data.curves, data.auc, data.ap, data.title)
+    raise TypeError(f"no plot for {type(data).__name__}")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, ncols, figsize=(width, height), squeeze=False)
+def _figure(width: float, height: float, ncols: int = 1) -> tuple[MplFigure, list[Axes]]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(width, height))
+    FigureCanvasAgg(fig)  # attaches itself as fig.canvas: what savefig renders with
+    axes = fig.subplots(1, ncols, squeeze=False)
     return fig, list(axes[0])
 
 
-def _png(fig: Figure) -> bytes:
-    import matplotlib.pyplot as plt
-
+def _png(fig: MplFigure) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
     return buf.getvalue()
 
 
 def seed_points(groups: Sequence[tuple[str, Mapping[str, Mapping[int, float]]]],
-                metrics: Sequence[str] = ("auc", "ap")) -> bytes:
+                metrics: Sequence[str]) -> bytes:
     """Per-seed final results of each group (variant or configuration), one panel per metric:
     a point per seed, the mean as a bar and ±1 std as an error bar.
 
@@ -74,20 +89,20 @@ def seed_points(groups: Sequence[tuple[str, Mapping[str, Mapping[int, float]]]],
     return _png(fig)
 
 
-def learning_curves(curves: Mapping[str, Mapping[int, float]], metric: str = "auc") -> bytes:
+def learning_curves(curves: Mapping[str, Mapping[int, float]], metric: str) -> bytes:
     """Mean per-epoch ``metric`` of each group over its seeds.
 
     Args:
         curves: ``{label: {epoch: mean value}}``.
         metric: The metric's name, for the axis label.
     """
+    from matplotlib.ticker import MaxNLocator
+
     fig, (ax,) = _figure(7.0, 4.0)
     for label, by_epoch in curves.items():
         if by_epoch:
             epochs = sorted(by_epoch)
             ax.plot(epochs, [by_epoch[e] for e in epochs], marker="o", ms=3, label=label)
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="epoch", ylabel=f"test {_LABELS.get(metric, metric)} (mean over seeds)")
     ax.grid(alpha=0.3)

@@ -1,0 +1,60 @@
+"""Completing a finished trial's MLflow run from its last checkpoint (idempotent)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ablate.study.plan import member_dir
+
+if TYPE_CHECKING:
+    from ablate.study.context import Member, StudyContext
+
+
+def finalize_member(ctx: StudyContext, member: Member, checkpoint: Any) -> None:
+    """Logs the trial's history (filling any gap), its config, test scores, ROC/PR plot and
+    model checkpoint, and closes its run FINISHED; without a checkpoint the run is FAILED."""
+    from ablate.train import outputs
+
+    run_id = ctx.run_id(member)
+    ctx.flush_epochs()
+    if ctx.tracker.status(run_id) == "FINISHED":
+        return
+    if checkpoint is None:
+        ctx.tracker.stop(run_id, "FAILED")
+        return
+    with checkpoint.as_directory() as directory, tempfile.TemporaryDirectory() as scratch:
+        ckpt = member_dir(Path(directory), member.index, member.count)
+        history = json.loads((ckpt / outputs.HISTORY).read_text())
+        ctx.tracker.log_epochs(run_id, history)
+        artifacts: dict[str, Path] = {"": ckpt / outputs.CONFIG}
+        if (ckpt / outputs.SCORES).exists():  # absent when stopped before test was first scored
+            plot = Path(scratch) / "roc_pr.png"
+            plot.write_bytes(roc_pr_png(ckpt / outputs.SCORES, ctx.gt, ctx.frames_per_snippet,
+                                        title=member.trial.key))
+            artifacts |= {"scores": ckpt / outputs.SCORES, "plots": plot}
+        final_dir = Path(scratch) / "checkpoint"
+        final_dir.mkdir()
+        (final_dir / "checkpoint.pt").symlink_to(ckpt / "checkpoint.pt")
+        last = history[-1]["epoch"] if history else 0
+        planned = member.trial.config.train.epochs
+        ctx.tracker.finish(
+            run_id,
+            {**artifacts, "checkpoint": final_dir},
+            tags={"ablate.final_epoch": str(last),
+                  "ablate.stopped_early": str(last < planned).lower()})
+
+
+def roc_pr_png(scores_file: Path, gt: Any, frames_per_snippet: int, title: str) -> bytes:
+    """ROC and precision–recall curves of one trial's final test scores, as a PNG."""
+    import numpy as np
+
+    from ablate.metrics import curves, evaluate
+    from ablate.report.render.plots import roc_pr
+
+    with np.load(scores_file) as data:
+        scores = [data[k] for k in data.files]
+    metrics = evaluate(scores, gt, frames_per_snippet)
+    return roc_pr(curves(scores, gt, frames_per_snippet), metrics["auc"], metrics["ap"], title)

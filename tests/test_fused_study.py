@@ -1,0 +1,111 @@
+"""``fuse: seeds``: one Tune trial trains a variant's seeds as one model, and every seed is still
+its own trial: one FINISHED MLflow run each, its own metrics per epoch, its own checkpoint, and
+the exact results of the unfused study on CPU (one member per vectorised call there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.studykit import (
+    TRACKING_STORES,
+    assert_ran,
+    assert_study_complete,
+    latest_experiment_state,
+    results,
+    run,
+    run_in_process,
+    start,
+    study_env,
+    trial_dirs,
+    trial_runs,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+SEEDS = [0, 1, 2]
+
+
+def write_study(directory: Path, name: str, fuse: bool, epochs: int = 2,
+                seeds: list[int] = SEEDS) -> Path:
+    """Two variants (full, no CoMo) × ``seeds``: 6 trials; fused, 2 Tune trials of 3."""
+    spec = {"name": name, "dataset": "synthetic", "base": "full",
+            "overrides": {"train.epochs": epochs},
+            "ablation": {"design": "leave_one_out", "axes": {"model.como.type": ["none"]}},
+            "seeds": seeds, "metric": "val_auc", "mode": "max",
+            "resources": {"cpu": 1, "gpu": 0}, "max_concurrent": 2}
+    if fuse:
+        spec["fuse"] = "seeds"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def final_metrics(tracking_uri: str, study: str) -> dict[str, dict[str, float]]:
+    runs = trial_runs(tracking_uri, study)
+    return {r.data.tags["ablate.trial_key"]: r.data.metrics for r in runs}
+
+
+def test_fused_study_records_each_seed_once_with_the_unfused_results(
+        tmp_path: Path, local_ray) -> None:
+    metrics = {}
+    for fuse in (False, True):
+        name = "fused" if fuse else "separate"
+        workdir = tmp_path / name
+        spec = write_study(workdir, name, fuse)
+        uri = TRACKING_STORES.new(workdir)
+        result = run_in_process(["run", str(spec), "--quiet"], workdir)
+        assert_ran(result, f"ablate run {name}")
+        assert "6/6 trials done, 0 failed" in result.stdout
+        assert_study_complete(uri, workdir / "runs" / name, epochs=2)
+        metrics[name] = final_metrics(uri, name)
+        tune_trials = list((workdir / "runs" / name / "tune").glob("train_trial_*"))
+        assert len(tune_trials) == (2 if fuse else 6)
+    assert sorted(metrics["fused"]) == sorted(metrics["separate"])
+    for key, separate in metrics["separate"].items():
+        fused = metrics["fused"][key]
+        # Bit-identical on CPU: each member runs its separate trial's own kernels.
+        for metric in ("auc", "ap", "val_auc", "loss"):
+            assert fused[metric] == separate[metric], (key, metric)
+
+
+def test_fused_study_killed_mid_trial_resumes_every_member(tmp_path: Path) -> None:
+    from tests.test_faults import kill
+
+    epochs = 5
+    cache = tmp_path / "cache"
+    spec = write_study(tmp_path, "fusedkill", fuse=True, epochs=epochs, seeds=[0, 1])
+    root = tmp_path / "runs" / "fusedkill"
+    uri = TRACKING_STORES.new(tmp_path)
+    args = ["run", str(spec), "--storage", str(tmp_path / "runs"), "--tracking-uri", uri]
+    env = study_env(cache)
+    driver = start(args, tmp_path, env)
+
+    def running_with_checkpoint() -> list[str]:
+        return [t["trial_id"] for t in latest_experiment_state(root)
+                if t["status"] == "RUNNING"
+                and (t.get("last_result") or {}).get("checkpoint_dir_name")
+                and t["last_result"]["epoch"] <= epochs - 2]
+
+    wait_for(running_with_checkpoint, driver, 300, "a fused trial with a checkpoint")
+    kill(driver)
+    interrupted = running_with_checkpoint()  # per the killed driver's last snapshot
+    assert interrupted
+    result = run(args, tmp_path, env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4/4 trials done, 0 failed" in result.stdout and "(resumed)" in result.stdout
+    assert_study_complete(uri, root, epochs)
+    by_id = {results(d)[0]["trial_id"]: results(d) for d in trial_dirs(root)}
+    assert len(by_id) == 2  # one Tune trial per variant
+    for rows in by_id.values():
+        members = rows[-1]["members"]
+        assert sorted(members) == [f"{rows[-1]['variant']}/seed{s}" for s in (0, 1)]
+        assert all(m["epoch"] == epochs for m in members.values())
+    for trial_id in interrupted:
+        rows = by_id[trial_id]
+        final = [r for r in rows if r["pid"] == rows[-1]["pid"]]
+        assert all(r["start_epoch"] > 0 for r in final), rows  # continued, not restarted

@@ -1,0 +1,108 @@
+"""The typed plan: resolved once, hashed over what the trials are, recorded for resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import pytest
+
+import ablate.config
+import ablate.models.spec
+from ablate.errors import AblateError
+from ablate.models import build_model, build_objective
+from ablate.study import plan as plan_module
+from ablate.study import variants as variants_module
+from ablate.study.plan import build_plan, changed_keys
+from ablate.study.spec import parse_spec
+
+STUDY = {"name": "plan", "base": "full", "seeds": [0, 1],
+         "ablation": {"design": "leave_one_out",
+                      "axes": {"model.como.relations": [["context"], ["motion"]]}}}
+
+
+def test_each_trial_config_is_resolved_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = ablate.models.spec.resolve_model_spec
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ablate.models.spec, "resolve_model_spec", counting)
+    monkeypatch.setattr(ablate.models, "resolve_model_spec", counting)
+    plan = build_plan(parse_spec(STUDY))
+    # The base and the two changed variants, once each: seeds copy a resolved config.
+    assert len(plan.variants) == 3 and len(plan.trials) == 6
+    assert len(calls) == 3
+    calls.clear()
+    shipped = pickle.loads(pickle.dumps(plan))  # what a Ray worker receives
+    trial = shipped.trial({"trial_key": "como.relations=motion/seed1"})
+    assert trial.config.seed == 1 and trial.config.model["como"]["relations"] == ["motion"]
+    model = build_model(trial.config.model, in_dim=8)  # what the trainer builds from it
+    build_objective(trial.config.loss, model)
+    assert model.como.relations == ["motion"]
+    assert calls == []
+
+
+def test_builders_refuse_a_raw_spec() -> None:
+    with pytest.raises(ValueError, match="resolve_model_spec first"):
+        build_model({"como": {"type": "como", "relations": ["motion"]}}, in_dim=8)
+
+
+def test_hash_covers_resolved_configs_not_raw_spelling() -> None:
+    plain = build_plan(parse_spec(STUDY))
+    default = ablate.config.TrainOptions().epochs
+    spelled = build_plan(parse_spec({**STUDY, "overrides": {"train.epochs": default}}))
+    changed = build_plan(parse_spec({**STUDY, "overrides": {"train.epochs": default + 1}}))
+    assert plain.hash == spelled.hash != changed.hash
+    assert changed_keys(plain.record()["configs"], changed)[0] == (
+        f"base: train.epochs {default!r} -> {default + 1!r}")
+
+
+def test_a_changed_code_default_is_refused_on_resume_naming_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ablate.study.runner import run_study
+    from ablate.study.storage import StudyDir
+
+    before = build_plan(parse_spec(STUDY))
+    directory = StudyDir.at(str(tmp_path / "runs"), "plan")
+    directory.write_record({"name": "plan", "spec_hash": before.hash, **before.record()})
+
+    real = variants_module.resolve_trial_config
+
+    def new_default(raw):  # as if a release changed the default CoMo width
+        config = real(raw)
+        como = {**config.model["como"], "hidden": 96}
+        return dataclasses.replace(config, model={**config.model, "como": como})
+
+    monkeypatch.setattr(variants_module, "resolve_trial_config", new_default)
+    monkeypatch.setattr(plan_module, "resolve_trial_config", new_default)
+    after = build_plan(parse_spec(STUDY))
+    assert after.hash != before.hash
+    with pytest.raises(AblateError) as error:
+        run_study(after, str(tmp_path / "runs"), f"sqlite:///{tmp_path / 'm.db'}", None,
+                  quiet=True)
+    message = str(error.value)
+    assert f"hash {before.hash}, now {after.hash}" in message
+    assert "model.como.hidden" in message and "--name NEW_NAME" in message
+    assert sorted(p.name for p in (tmp_path / "runs" / "plan").iterdir()) == ["study.json"]
+
+
+def test_record_names_each_trials_variant_and_seed() -> None:
+    record = build_plan(parse_spec(STUDY)).record()
+    assert record["trials"][:2] == [{"key": "base/seed0", "variant": "base", "seed": 0},
+                                    {"key": "base/seed1", "variant": "base", "seed": 1}]
+    assert set(record["configs"]) == {"base", "como.relations=context",
+                                      "como.relations=motion"}
+
+
+def test_search_trials_resolve_once_per_sampled_config() -> None:
+    plan = build_plan(parse_spec({
+        "name": "s", "base": "full", "seeds": [3, 4],
+        "search": {"num_samples": 2, "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}}))
+    assert plan.trials == () and plan.total == 4
+    first = plan.trial({"train.lr": 0.003, "__trial_index__": 1})
+    assert first is plan.trial({"__trial_index__": 1, "train.lr": 0.003})  # memoised
+    assert first.seed == 4 and first.config.train.lr == 0.003
