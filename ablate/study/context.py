@@ -79,8 +79,6 @@ class StudyContext:
     plan: Plan
     tracker: StudyTracker
     study_dir: StudyDir
-    gt: Any
-    frames_per_snippet: int
     rows: dict[RowId, TrialRow] = field(default_factory=dict)
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # Tune trial id -> config
     adopted: list[TrialRow] = field(default_factory=list)  # finished runs Ray does not run

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 
 def finalize_member(ctx: StudyContext, member: Member, checkpoint: Any) -> None:
-    """Logs the trial's history (filling any gap), its config, test scores, ROC/PR plot and
-    model checkpoint, and closes its run FINISHED; without a checkpoint the run is FAILED."""
+    """Logs the trial's history (filling any gap), its config, test scores and model
+    checkpoint, and closes its run FINISHED; without a checkpoint the run is FAILED."""
     from ablate.train import outputs
 
     run_id = ctx.run_id(member)
@@ -30,11 +30,10 @@ def finalize_member(ctx: StudyContext, member: Member, checkpoint: Any) -> None:
         history = json.loads((ckpt / outputs.HISTORY).read_text())
         ctx.tracker.log_epochs(run_id, history)
         artifacts: dict[str, Path] = {"": ckpt / outputs.CONFIG}
+        # The per-video scores; plots are drawn on demand (`ablate report` draws the best run's
+        # ROC and PR curves), not here, where the controller waits on them between trials.
         if (ckpt / outputs.SCORES).exists():  # absent when stopped before test was first scored
-            plot = Path(scratch) / "roc_pr.png"
-            plot.write_bytes(roc_pr_png(ckpt / outputs.SCORES, ctx.gt, ctx.frames_per_snippet,
-                                        title=member.trial.key))
-            artifacts |= {"scores": ckpt / outputs.SCORES, "plots": plot}
+            artifacts["scores"] = ckpt / outputs.SCORES
         final_dir = Path(scratch) / "checkpoint"
         final_dir.mkdir()
         (final_dir / "checkpoint.pt").symlink_to(ckpt / "checkpoint.pt")
@@ -46,15 +45,3 @@ def finalize_member(ctx: StudyContext, member: Member, checkpoint: Any) -> None:
             tags={"ablate.final_epoch": str(last),
                   "ablate.stopped_early": str(last < planned).lower()})
 
-
-def roc_pr_png(scores_file: Path, gt: Any, frames_per_snippet: int, title: str) -> bytes:
-    """ROC and precision–recall curves of one trial's final test scores, as a PNG."""
-    import numpy as np
-
-    from ablate.metrics import curves, evaluate
-    from ablate.report.render.plots import roc_pr
-
-    with np.load(scores_file) as data:
-        scores = [data[k] for k in data.files]
-    metrics = evaluate(scores, gt, frames_per_snippet)
-    return roc_pr(curves(scores, gt, frames_per_snippet), metrics["auc"], metrics["ap"], title)

@@ -168,9 +168,7 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
              "source": str(spec.source or "")},
             view=view_state(spec.metric, spec.mode,
                             spec.search.space if spec.search is not None else ()))
-        ctx = StudyContext(plan=plan, tracker=tracker, study_dir=study_dir,
-                           gt=dataset.test_frame_labels(),
-                           frames_per_snippet=dataset.frames_per_snippet, quiet=quiet,
+        ctx = StudyContext(plan=plan, tracker=tracker, study_dir=study_dir, quiet=quiet,
                            finished_before={r.info.run_id for r in tracker.finished().values()})
         grid = None
         if needs_tune:
