@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate.config import TrialConfig, apply_overrides, resolve_trial_config
+from ablate.config import TrialConfig, apply_overrides, dotted, resolve_trial_config
 from ablate.errors import ConfigError
 from ablate.study.identity import SEARCH_PREFIX, TRIAL_INDEX, TrialIdentity
 from ablate.study.spec import StudySpec
@@ -213,17 +213,8 @@ def changed_keys(recorded: Mapping[str, Any], plan: Plan, limit: int = 8) -> lis
         if name not in now or name not in recorded:
             out.append(f"{name}: {'removed' if name not in now else 'added'}")
             continue
-        old, new = _flat(recorded[name]), _flat(now[name])
+        old, new = dotted(recorded[name]), dotted(now[name])
         out += [f"{name}: {k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}"
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
 
-
-def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            out |= _flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

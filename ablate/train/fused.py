@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ablate.config import TrialConfig
+from ablate.config import TrialConfig, dotted
 from ablate.errors import AblateError
 from ablate.train.data import TrialData, batch_labels, epoch_batches
 from ablate.train.device import _as_float, autocast, pick_device, set_cpu_threads
@@ -344,9 +344,9 @@ def check_fusable(configs: Sequence[TrialConfig]) -> None:
     """
     if not configs:
         raise AblateError(NO_CONFIGS)
-    first = _flatten(configs[0].to_dict())
+    first = dotted(configs[0].to_dict())
     for index, config in enumerate(configs):
-        flat = _flatten(config.to_dict())
+        flat = dotted(config.to_dict())
         keys = sorted(k for k in first.keys() | flat.keys()
                       if first.get(k, _MISSING) != flat.get(k, _MISSING) and not _fusable(k))
         if keys:
@@ -396,17 +396,6 @@ def run_fused(configs: Sequence[TrialConfig], dataset: FeatureDataset,
 # -- helpers ----------------------------------------------------------------------------------
 
 _MISSING = object()
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted keys: {"train": {"lr": 1}} -> {"train.lr": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _fusable(key: str) -> bool:
