@@ -18,6 +18,7 @@ outcome says the study was interrupted.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,7 +129,6 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     spec = plan.spec
     study_dir = StudyDir.at(storage, spec.name)
     study_dir.check_writable()
-    client = connect(tracking_uri)
     record = study_dir.read_record()
     if record is not None and record["spec_hash"] != plan.hash:
         changed = changed_keys(record.get("configs") or {}, plan)
@@ -138,6 +138,14 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
             + (f"; changed: {'; '.join(changed)}" if changed else "")
             + f"; to run the changed study as a new one pass --name NEW_NAME (or move "
               f"{study_dir.root} away)")
+    # Ray and the tracking store take seconds each to start: a study that will probably train
+    # (it did not finish last time) starts Ray while the store opens in a thread.
+    progress = study_dir.read_progress() or {}
+    with ThreadPoolExecutor(1, thread_name_prefix="tracking-connect") as pool:
+        opened = pool.submit(connect, tracking_uri)
+        if progress.get("driver") != "finished":
+            connect_ray(address)
+        client = opened.result()
     check_study(client, spec.name, plan.hash)
     dataset_path = ensure_store(spec.dataset)
     dataset = load(dataset_path)
