@@ -4,10 +4,12 @@ the exact results of the unfused study on CPU (one member per vectorised call th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
+from mlflow import MlflowClient
 
 from tests.studykit import (
     TRACKING_STORES,
@@ -29,16 +31,22 @@ pytestmark = pytest.mark.slow
 SEEDS = [0, 1, 2]
 
 
+ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
+
+
 def write_study(directory: Path, name: str, fuse: bool, epochs: int = 2,
-                seeds: list[int] = SEEDS) -> Path:
-    """Two variants (full, no CoMo) × ``seeds``: 6 trials; fused, 2 Tune trials of 3."""
+                seeds: list[int] = SEEDS, scheduler: dict | None = None) -> Path:
+    """Two variants (full, no CoMo) × ``seeds``: 6 trials; fused, 2 Tune trials of 3. Test
+    scores every epoch, so a trial stopped early has them too."""
     spec = {"name": name, "dataset": "synthetic", "base": "full",
-            "overrides": {"train.epochs": epochs},
+            "overrides": {"train.epochs": epochs, "train.eval_every": 1},
             "ablation": {"design": "leave_one_out", "axes": {"model.como.type": ["none"]}},
             "seeds": seeds, "metric": "val_auc", "mode": "max",
             "resources": {"cpu": 1, "gpu": 0}, "max_concurrent": 2}
     if fuse:
         spec["fuse"] = "seeds"
+    if scheduler:
+        spec["scheduler"] = scheduler
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -109,3 +117,66 @@ def test_fused_study_killed_mid_trial_resumes_every_member(tmp_path: Path) -> No
         rows = by_id[trial_id]
         final = [r for r in rows if r["pid"] == rows[-1]["pid"]]
         assert all(r["start_epoch"] > 0 for r in final), rows  # continued, not restarted
+
+
+def test_fused_members_stop_on_their_own_asha_rungs(tmp_path: Path, local_ray) -> None:
+    """With ASHA, each member of a fused trial is stopped at a rung on its own: it trains no
+    further (its history ends there) while the other members of its Tune trial go on."""
+    epochs = 4
+    spec = write_study(tmp_path, "fusedasha", fuse=True, epochs=epochs, scheduler=ASHA)
+    uri = TRACKING_STORES.new(tmp_path)
+    result = run_in_process(["run", str(spec), "--quiet"], tmp_path)
+    assert_ran(result, "ablate run fusedasha")
+    assert "6/6 trials done, 0 failed" in result.stdout
+    root = tmp_path / "runs" / "fusedasha"
+    rungs = json.loads((root / "rungs.json").read_text())
+    stopped = rungs["stopped"]
+    assert rungs["milestones"] == [4, 2, 1]
+    assert stopped and all(epoch in (1, 2) for epoch in stopped.values()), stopped
+    assert_study_complete(uri, root, epochs, stopped=stopped)
+    by_trial: dict[str, list[int]] = {}
+    for run_ in trial_runs(uri, "fusedasha"):
+        by_trial.setdefault(run_.data.tags["ablate.trial_id"], []).append(
+            int(run_.data.tags["ablate.final_epoch"]))
+    # Some fused trial kept training a member after stopping another: masked, not ended.
+    assert any(min(finals) < max(finals) == epochs for finals in by_trial.values()), by_trial
+    # Every value the rungs recorded is the member's validation AUC at that milestone.
+    histories = {r.data.tags["ablate.trial_key"]: {m.step: m.value for m in MlflowClient(
+        uri).get_metric_history(r.info.run_id, "val_auc")} for r in trial_runs(uri, "fusedasha")}
+    for milestone, recorded in rungs["recorded"].items():
+        for key, value in recorded.items():
+            assert value == histories[key][int(milestone)], (key, milestone)
+    again = run_in_process(["run", str(spec), "--quiet"], tmp_path)  # finished: nothing reruns
+    assert_ran(again, "ablate run fusedasha again")
+    assert json.loads((root / "rungs.json").read_text())["stopped"] == stopped
+    assert_study_complete(uri, root, epochs, stopped=stopped)
+
+
+def test_fused_asha_study_killed_keeps_its_decisions(tmp_path: Path) -> None:
+    """Killed mid-study and run again: the rungs come back from their snapshot, so no member
+    trains past the epoch it was stopped at, and every trial still has one complete run."""
+    from tests.test_faults import kill
+
+    epochs = 8  # time to snapshot a stop while work remains
+    spec = write_study(tmp_path, "fusedashakill", fuse=True, epochs=epochs, scheduler=ASHA)
+    root = tmp_path / "runs" / "fusedashakill"
+    uri = TRACKING_STORES.new(tmp_path)
+    args = ["run", str(spec), "--storage", str(tmp_path / "runs"), "--tracking-uri", uri]
+    env = study_env(tmp_path / "cache")
+    driver = start(args, tmp_path, env)
+
+    def snapshot_with_a_stop() -> bool:  # the driver wrote a rung decision, with work to go
+        path = root / "rungs.json"
+        return (path.exists() and bool(json.loads(path.read_text())["stopped"])
+                and any(t["status"] == "RUNNING" for t in latest_experiment_state(root)))
+
+    wait_for(snapshot_with_a_stop, driver, 300, "a snapshot of the rungs with a stop",
+             interval=0.2)
+    before = json.loads((root / "rungs.json").read_text())["stopped"]
+    kill(driver)
+    result = run(args, tmp_path, env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6/6 trials done, 0 failed" in result.stdout
+    stopped = json.loads((root / "rungs.json").read_text())["stopped"]
+    assert before.items() <= stopped.items()  # decisions made before the kill stand
+    assert_study_complete(uri, root, epochs, stopped=stopped)

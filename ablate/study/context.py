@@ -88,6 +88,7 @@ class StudyContext:
     last_progress: float = 0.0
     last_record: float = 0.0
     quiet: bool = False
+    rungs: Any = None  # a fused study's ASHA: the Ray actor of its Rungs (ablate.study.rungs)
 
     @property
     def total(self) -> int:
@@ -148,8 +149,13 @@ class StudyContext:
         click.echo(line, err=True)
 
     def save_record(self, driver: str) -> None:
-        """Writes ``trials.json``: the driver's state and one entry per known trial."""
+        """Writes ``trials.json``, the driver's state and one entry per known trial, and a fused
+        study's ``rungs.json``."""
         self.last_record = time.monotonic()
+        if self.rungs is not None:
+            import ray
+
+            self.study_dir.write_rungs(ray.get(self.rungs.to_json.remote()))
         rows = sorted(self.all_rows(), key=lambda r: (r.variant, r.seed, r.key))
         self.study_dir.write_progress({"driver": driver, "updated": time.time(),
                                        "total": self.total,

@@ -52,7 +52,7 @@ def _tune_setup(plan: Plan, keys: tuple[str, ...]):
 
     spec, epochs = plan.spec, plan.base.train.epochs
     scheduler = None
-    if spec.scheduler.type == "asha":
+    if spec.scheduler.type == "asha" and not plan.fused:  # fused: each member's own (rungs)
         from ray.tune.schedulers import ASHAScheduler
 
         scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs,
@@ -193,6 +193,27 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
                         seconds=time.monotonic() - start)
 
 
+def _start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
+    """A fused study with ASHA: the Ray actor holding its rungs, seeded from the snapshot of an
+    earlier run of the study; otherwise None."""
+    if not (plan.fused and plan.spec.scheduler.type == "asha"):
+        return None
+    import ray
+
+    from ablate.study.rungs import Rungs
+
+    snapshot = study_dir.read_rungs()
+    if snapshot is not None:
+        rungs = Rungs.from_json(snapshot)
+    else:
+        epochs, scheduler = plan.base.train.epochs, plan.spec.scheduler
+        rungs = Rungs.asha(min(scheduler.grace_period, epochs), epochs,
+                           scheduler.reduction_factor, plan.spec.mode)
+    # No CPU: it must never wait for a slot the trials hold. It lives as long as the driver.
+    return ray.remote(num_cpus=0)(Rungs).remote(rungs.milestones, rungs.reduction_factor,
+                                                rungs.sign, rungs.recorded, rungs.stopped)
+
+
 def _fit(ctx: StudyContext, study_dir: StudyDir, attempt: Attempt, dataset_path: Path) -> Any:
     """Starts or restores the Tune experiment and runs it; returns Tune's ResultGrid."""
     from ray import tune
@@ -202,10 +223,11 @@ def _fit(ctx: StudyContext, study_dir: StudyDir, attempt: Attempt, dataset_path:
     from ablate.study.trainable import train_trial
 
     spec = ctx.plan.spec
+    ctx.rungs = _start_rungs(ctx.plan, study_dir)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, plan=ctx.plan,
                              dataset=worker_dataset(spec.dataset, dataset_path),
-                             tune_path=study_dir.tune_path),
+                             tune_path=study_dir.tune_path, rungs=ctx.rungs),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     if attempt.restore:  # Tune's own grid or searcher state carries on
         if not ctx.quiet:

@@ -283,18 +283,15 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
         mode=check(Mode, raw.get("mode", "max"), "mode"), resources=resources,
         max_concurrent=_at_least(raw.get("max_concurrent", 2), "max_concurrent", 1),
         max_failures=_at_least(raw.get("max_failures", 2), "max_failures", 0),
-        description=description, fuse=_fuse(raw, search, scheduler), source=source)
+        description=description, fuse=_fuse(raw, search), source=source)
     return spec
 
 
-def _fuse(raw: Mapping[str, Any], search: SearchSpec | None, scheduler: SchedulerSpec) -> Fuse:
+def _fuse(raw: Mapping[str, Any], search: SearchSpec | None) -> Fuse:
     fuse = check(Fuse, raw.get("fuse", "none"), "fuse")
     if fuse == "seeds" and search is not None:
         raise _err("fuse", "fusing seeds applies to ablations; a search runs each sampled "
                            "configuration's seeds as separate trials (remove fuse)")
-    if fuse == "seeds" and scheduler.type != "none":
-        raise _err("fuse", "an early-stopping scheduler decides per Tune trial, and a fused "
-                           "trial trains several; use scheduler: none with fuse: seeds")
     return fuse
 
 

@@ -5,7 +5,8 @@
 ``study.json`` pins the plan's hash (over the resolved trial configs) and records each trial's
 variant and seed: the same command resumes, a changed plan is refused.
 ``trials.json`` is the driver's progress record (every known trial's state, epoch and final
-metrics), what ``ablate status`` reads. Both are plain JSON, written atomically.
+metrics), what ``ablate status`` reads. ``rungs.json`` (a fused study with ASHA) snapshots the
+rungs (:mod:`ablate.study.rungs`). All are plain JSON, written atomically.
 
 Trust: Ray Tune's own files under ``tune/`` are pickles (``tuner.pkl``, the experiment state),
 and resuming a study unpickles them, so whoever can write to the storage can run code as the
@@ -27,6 +28,7 @@ from ablate.locks import FileLock, check_writable
 
 STUDY_FILE = "study.json"
 PROGRESS_FILE = "trials.json"
+RUNGS_FILE = "rungs.json"
 TUNE_DIR = "tune"
 RECORD_FIELDS = {"name": str, "spec_hash": str, "trials": list}
 NOT_A_RECORD = ("{path} is not a study record (expected a JSON object with {fields}); move it "
@@ -112,6 +114,12 @@ class StudyDir:
 
     def write_progress(self, progress: dict[str, Any]) -> None:
         self._write_json(PROGRESS_FILE, progress)
+
+    def read_rungs(self) -> dict[str, Any] | None:
+        return self._read_json(RUNGS_FILE)
+
+    def write_rungs(self, rungs: dict[str, Any]) -> None:
+        self._write_json(RUNGS_FILE, rungs)
 
     def _read_json(self, name: str) -> Any:
         import pyarrow.fs

@@ -71,7 +71,8 @@ def newest_persisted_state(tune_path: str, key: str, plan: Plan) -> dict[str, An
 _DATASETS: dict[str, Any] = {}
 
 
-def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str) -> None:
+def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str,
+                rungs: Any = None) -> None:
     """Tune entry point (bound with ``tune.with_parameters``): trains the plan's trial, or with
     fusion a variant's seeds as one model (:class:`~ablate.train.fused.FusedTrainer`).
 
@@ -81,7 +82,12 @@ def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str
     A lone trial reports its metrics at the top level; a fused one reports each member's under
     ``members`` (by trial key) and checkpoints each member into its own subdirectory
     (:func:`~ablate.study.plan.member_dir`), laid out as a lone trial's checkpoint.
+
+    ``rungs`` (a fused study with ASHA) is the Ray actor of the study's
+    :class:`~ablate.study.rungs.Rungs`: after each epoch the trial asks it about each member,
+    and a member it stops trains no further (masked in the fused model) while the rest go on.
     """
+    from ray import get as ray_get
     from ray import tune
 
     from ablate.data import load
@@ -146,12 +152,36 @@ def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str
             trainer.evaluate()  # the test scores of the loaded model, for the outputs
         report({i: EpochResult(t.epoch, {k: v for k, v in t.history[-1].items() if k != "epoch"},
                                0.0) for i, t in ahead.items()}, 0.0)
+    keys = [m.key for m in members]
+    stopped = set(ray_get(rungs.stopped_among.remote(keys))) if rungs is not None else set()
+
+    def decide(results: dict[int, EpochResult]) -> set[int]:
+        """The members the rungs stop after this epoch (none without rungs)."""
+        if rungs is None:
+            return set()
+        metric = plan.spec.metric
+        asked = {keys[i]: (r.epoch, r.metrics.get(metric)) for i, r in results.items()}
+        return {keys.index(k) for k in ray_get(rungs.decide_all.remote(asked))}
+
     if fused is None:
+        if keys[0] in stopped:  # stopped at a rung before the driver was interrupted
+            return
         for result in trainers[0].epochs():
+            ended = decide({0: result})
             report({0: result}, result.seconds)
+            if ended:
+                return
         return
+    for i, key in enumerate(keys):
+        if key in stopped:  # masked from here on; scored again for the outputs it still writes
+            fused.stop(i)
+            if trainers[i].history and i not in ahead:
+                trainers[i].evaluate()
     for results in fused.epochs():
+        ended = decide(results)
         report(results, next(iter(results.values())).seconds)
+        for i in ended:
+            fused.stop(i)
     failed = [f"{members[m.index].key}: {m.error}" for m in fused.members if m.error is not None]
     if failed:
         raise AblateError("fused trial failed for " + "; ".join(failed))

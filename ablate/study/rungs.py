@@ -1,0 +1,90 @@
+"""ASHA's rungs for the members of fused trials, so each member is stopped on its own.
+
+Tune's ASHA scheduler decides per Tune trial, and a fused trial trains several planned trials
+at once. A fused study therefore keeps the rungs itself: one :class:`Rungs` in a Ray actor that
+each fused trial asks after every epoch, for all its members at once; a member it stops is
+masked (:meth:`~ablate.train.fused.FusedTrainer.stop`) and trains no further, while the others
+go on. The arithmetic is Tune's asynchronous successive halving with one bracket, decision for
+decision (``tests/test_rungs.py`` replays random result streams through both).
+
+The driver snapshots the rungs into the study directory (``rungs.json``) whenever it writes
+``trials.json`` and when it stops, and a restarted driver seeds its actor from that snapshot, so
+a resumed study keeps the decisions already made. After a crash (not a Ctrl-C or SIGTERM, which
+write the snapshot) a decision made since the last snapshot, at most seconds before, is made
+again from the rungs as they were then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ablate.study.spec import Mode
+
+
+@dataclass
+class Rungs:
+    """Asynchronous successive halving over planned trials, keyed by trial key.
+
+    Attributes:
+        milestones: Epochs at which a trial is compared with those that reached it before,
+            highest first: ``grace_period * reduction_factor**k`` below ``max_t``.
+        reduction_factor: A trial goes on past a milestone if it is in the best
+            ``1/reduction_factor`` of the values recorded there.
+        sign: +1 to maximise the metric, -1 to minimise it.
+        recorded: Per milestone, each trial's signed metric there.
+        stopped: The epoch at which each stopped trial was stopped.
+    """
+
+    milestones: tuple[int, ...]
+    reduction_factor: float
+    sign: float
+    recorded: dict[int, dict[str, float]] = field(default_factory=dict)
+    stopped: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def asha(cls, grace_period: int, max_t: int, reduction_factor: float, mode: Mode) -> Rungs:
+        # np.log, as Tune computes it: the rung count must not differ by a rounding
+        count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1)
+        milestones = tuple(grace_period * reduction_factor ** k for k in reversed(range(count)))
+        return cls(milestones, reduction_factor, 1.0 if mode == "max" else -1.0,
+                   {m: {} for m in milestones})
+
+    def decide(self, key: str, epoch: int, value: float | None) -> bool:
+        """Records a trial's metric at ``epoch``; False if the trial is (now) stopped."""
+        if key in self.stopped:
+            return False
+        for milestone in self.milestones:  # highest first: only the newest milestone reached
+            recorded = self.recorded[milestone]
+            if epoch < milestone or key in recorded:
+                continue
+            if value is None:
+                break
+            signed = self.sign * float(value)
+            if recorded and signed < np.nanpercentile(list(recorded.values()),
+                                                      (1 - 1 / self.reduction_factor) * 100):
+                self.stopped[key] = epoch
+            recorded[key] = signed
+            break
+        return key not in self.stopped
+
+    def decide_all(self, results: dict[str, tuple[int, float | None]]) -> list[str]:
+        """:meth:`decide` for several trials (key -> (epoch, value)); the keys stopped."""
+        return [key for key, (epoch, value) in results.items()
+                if not self.decide(key, epoch, value)]
+
+    def stopped_among(self, keys: list[str]) -> list[str]:
+        return [key for key in keys if key in self.stopped]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"milestones": list(self.milestones), "reduction_factor": self.reduction_factor,
+                "sign": self.sign, "stopped": dict(self.stopped),
+                "recorded": {str(m): dict(r) for m, r in self.recorded.items()}}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Rungs:
+        return cls(tuple(body["milestones"]), body["reduction_factor"], body["sign"],
+                   {int(m): dict(r) for m, r in body["recorded"].items()},
+                   dict(body["stopped"]))
