@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,24 @@ def dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+FUSABLE = ("seed", "train.epochs", "train.lr", "train.weight_decay", "train.eval_every", "loss")
+"""Config keys (with everything under them) in which the members of a fused trial may differ:
+each member has its own seed, Adam, epoch count and objective. Everything else (the model, the
+batch layout, the device) is shared by the one vectorised forward pass."""
+
+
+def is_fusable(key: str) -> bool:
+    """Whether the dotted config ``key`` may differ between the members of a fused trial."""
+    return any(key == allowed or key.startswith(f"{allowed}.") for allowed in FUSABLE)
+
+
+def shared_part(config: TrialConfig) -> str:
+    """What trials fused as one model must have in common (canonical JSON): equal for two
+    configs exactly when they may fuse."""
+    shared = {k: v for k, v in dotted(config.to_dict()).items() if not is_fusable(k)}
+    return json.dumps(shared, sort_keys=True, default=str)
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -361,9 +361,10 @@ def assert_study_complete(tracking_uri: str, study_root: Path, epochs: int,
     per_key = Counter(r.data.tags["ablate.trial_key"] for r in runs)
     assert sorted(per_key) == planned, f"runs {dict(per_key)} != planned trials {planned}"
     assert set(per_key.values()) == {1}, f"duplicate runs per trial: {dict(per_key)}"
+    groups = record.get("groups") or {}  # fused: the trial keys each Tune trial trains
     per_trial = Counter(r.data.tags["ablate.trial_id"] for r in runs)
-    fused = record["spec"].get("fuse") == "seeds"  # a Tune trial trains a variant's seeds
-    assert set(per_trial.values()) == ({len(record["spec"]["seeds"])} if fused else {1})
+    sizes = sorted(len(g) for g in groups.values()) if groups else [1] * len(planned)
+    assert sorted(per_trial.values()) == sizes, f"runs per Tune trial: {dict(per_trial)}"
 
     dirs = {d.name.split("_")[2] + "_" + d.name.split("_")[3]: d for d in trial_dirs(study_root)}
     for run in runs:
@@ -376,9 +377,8 @@ def assert_study_complete(tracking_uri: str, study_root: Path, epochs: int,
         trial_dir = dirs[run.data.tags["ablate.trial_id"]]
         last = checkpoints(trial_dir)[-1]
         group = json.loads((trial_dir / "params.json").read_text()).get("group_key")
-        if group is not None:  # a fused trial: each member's files in its own subdirectory
-            members = [t["key"] for t in record["trials"] if t["variant"] == group]
-            last = last / f"member-{members.index(key)}"
+        if group is not None and len(groups[group]) > 1:  # fused: a member's own subdirectory
+            last = last / f"member-{groups[group].index(key)}"
         history = {row["epoch"]: row for row in json.loads((last / "history.json").read_text())}
         assert sorted(history) == list(range(1, last_epoch + 1)), f"{key}: checkpoint history"
         for metric in ("auc", "ap", "loss"):

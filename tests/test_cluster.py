@@ -177,7 +177,13 @@ def test_trial_of_the_lost_node_resumes_from_its_checkpoint(
     # then the retry on the head, continuing after the last checkpointed epoch.
     assert all(r["start_epoch"] == 0 for r in before)
     assert after[0]["start_epoch"] == before[-1]["epoch"] > 0
-    assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
+    # When the node died after the trial persisted an epoch but before Tune's snapshot took
+    # that checkpoint, the retry first reports the epoch it resumed to again (no training: 0 s),
+    # so the driver's last result and checkpoint are the newest.
+    if after[0]["epoch"] == before[-1]["epoch"]:
+        assert after[0]["epoch_seconds"] == 0.0, after[0]
+        after = after[1:]
+    assert [r["epoch"] for r in before + after] == list(range(1, EPOCHS + 1))
     assert "done, 0 failed" in study.output
 
 

@@ -34,17 +34,19 @@ SEEDS = [0, 1, 2]
 ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
 
 
-def write_study(directory: Path, name: str, fuse: bool, epochs: int = 2,
-                seeds: list[int] = SEEDS, scheduler: dict | None = None) -> Path:
+def write_study(directory: Path, name: str, fuse: bool | str, epochs: int = 2,
+                seeds: list[int] = SEEDS, scheduler: dict | None = None,
+                axes: dict | None = None) -> Path:
     """Two variants (full, no CoMo) × ``seeds``: 6 trials; fused, 2 Tune trials of 3. Test
     scores every epoch, so a trial stopped early has them too."""
     spec = {"name": name, "dataset": "synthetic", "base": "full",
             "overrides": {"train.epochs": epochs, "train.eval_every": 1},
-            "ablation": {"design": "leave_one_out", "axes": {"model.como.type": ["none"]}},
+            "ablation": {"design": "leave_one_out",
+                         "axes": axes or {"model.como.type": ["none"]}},
             "seeds": seeds, "metric": "val_auc", "mode": "max",
             "resources": {"cpu": 1, "gpu": 0}, "max_concurrent": 2}
     if fuse:
-        spec["fuse"] = "seeds"
+        spec["fuse"] = "seeds" if fuse is True else fuse
     if scheduler:
         spec["scheduler"] = scheduler
     directory.mkdir(parents=True, exist_ok=True)
@@ -79,6 +81,34 @@ def test_fused_study_records_each_seed_once_with_the_unfused_results(
         # Bit-identical on CPU: each member runs its separate trial's own kernels.
         for metric in ("auc", "ap", "val_auc", "loss"):
             assert fused[metric] == separate[metric], (key, metric)
+
+
+def test_compatible_variants_fuse_into_one_model_with_the_separate_results(
+        tmp_path: Path, local_ray) -> None:
+    """``fuse: compatible``: variants that differ only in the learning rate or a loss weight
+    share one fused model with the base; another architecture (no CoMo) gets its own."""
+    axes = {"model.como.type": ["none"], "train.lr": [3e-4], "loss.rd_weight": [0.5]}
+    metrics = {}
+    for fuse in (False, "compatible"):
+        name = "compatible" if fuse else "apart"
+        workdir = tmp_path / name
+        spec = write_study(workdir, name, fuse, seeds=[0], axes=axes)
+        uri = TRACKING_STORES.new(workdir)
+        result = run_in_process(["run", str(spec), "--quiet"], workdir)
+        assert_ran(result, f"ablate run {name}")
+        assert "4/4 trials done, 0 failed" in result.stdout
+        assert_study_complete(uri, workdir / "runs" / name, epochs=2)
+        metrics[name] = final_metrics(uri, name)
+        if fuse:
+            groups = json.loads((workdir / "runs" / name / "study.json").read_text())["groups"]
+            assert groups == {"base+2": ["base/seed0", "train.lr=0.0003/seed0",
+                                         "rd_weight=0.5/seed0"],
+                              "como=none": ["como=none/seed0"]}
+            assert len(trial_dirs(workdir / "runs" / name)) == 2
+    assert sorted(metrics["compatible"]) == sorted(metrics["apart"])
+    for key, apart in metrics["apart"].items():
+        for metric in ("auc", "ap", "val_auc", "loss"):
+            assert metrics["compatible"][key][metric] == apart[metric], (key, metric)
 
 
 def test_fused_study_killed_mid_trial_resumes_every_member(tmp_path: Path) -> None:

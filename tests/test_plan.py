@@ -106,3 +106,37 @@ def test_search_trials_resolve_once_per_sampled_config() -> None:
     first = plan.trial({"train.lr": 0.003, "__trial_index__": 1})
     assert first is plan.trial({"__trial_index__": 1, "train.lr": 0.003})  # memoised
     assert first.seed == 4 and first.config.train.lr == 0.003
+
+
+@pytest.mark.parametrize("fuse, groups", [
+    ("seeds", {"base": ["base/seed0", "base/seed1"],
+               "como=none": ["como=none/seed0", "como=none/seed1"],
+               "train.lr=0.0003": ["train.lr=0.0003/seed0", "train.lr=0.0003/seed1"],
+               "rd_weight=0.5": ["rd_weight=0.5/seed0", "rd_weight=0.5/seed1"]}),
+    ("compatible", {"base+2": ["base/seed0", "base/seed1", "train.lr=0.0003/seed0",
+                               "train.lr=0.0003/seed1", "rd_weight=0.5/seed0",
+                               "rd_weight=0.5/seed1"],
+                    "como=none": ["como=none/seed0", "como=none/seed1"]}),
+])
+def test_fused_groups_share_one_model(fuse: str, groups: dict[str, list[str]]) -> None:
+    """``seeds`` fuses a variant's seeds; ``compatible`` also fuses variants that differ only
+    in numeric training options or the loss, never different architectures."""
+    from ablate.study.plan import GROUP_KEY
+    from ablate.train.fused import check_fusable
+
+    plan = build_plan(parse_spec({
+        "name": "g", "base": "full", "seeds": [0, 1], "fuse": fuse,
+        "ablation": {"design": "leave_one_out", "axes": {
+            "model.como.type": ["none"], "train.lr": [3e-4], "loss.rd_weight": [0.5]}}}))
+    found = {name: [t.key for t in members] for name, members in plan.groups.items()}
+    assert found == groups
+    assert plan.record()["groups"] == groups
+    assert plan.units(plan.keys) == (GROUP_KEY, list(groups))
+    assert plan.units(["como=none/seed1"]) == (GROUP_KEY, ["como=none"])
+    for name, members in plan.groups.items():
+        assert plan.members({GROUP_KEY: name}) == members
+        check_fusable([t.config for t in members])  # the fused trainer accepts each group
+    unfused = build_plan(parse_spec({"name": "g", "base": "full", "seeds": [0, 1],
+                                     "ablation": {"design": "leave_one_out",
+                                                  "axes": {"model.como.type": ["none"]}}}))
+    assert not unfused.fused and unfused.groups == {} and "groups" not in unfused.record()

@@ -70,6 +70,10 @@ def print_trial_table(plan: Plan) -> int:
         click.echo(f"{i:>4}  {t.variant:<{width}}  {t.seed:>4}  {change}")
     click.echo(f"study '{spec.name}' ({spec.design}): {len(plan.variants)} variants x "
                f"{len(spec.seeds)} seed(s) = {plan.total} trials")
+    if plan.fused:
+        groups = plan.groups
+        click.echo(f"fused ({spec.fuse}): {len(groups)} Tune trial(s): " + "; ".join(
+            f"{name} ({len(members)})" for name, members in groups.items()))
     return plan.total
 
 

@@ -1,8 +1,8 @@
 """The driver's view of a running study: one row per planned trial, and its MLflow run.
 
-A Tune trial trains one planned trial, or with fusion a variant's seeds; each planned trial it
-trains is a :class:`Member` with its own row (progress, ``trials.json``, the summary) and its
-own MLflow child run, so fused or not, every trial is recorded exactly once.
+A Tune trial trains one planned trial, or with fusion a group of them (``Plan.groups``); each
+planned trial it trains is a :class:`Member` with its own row (progress, ``trials.json``, the
+summary) and its own MLflow child run, so fused or not, every trial is recorded exactly once.
 """
 
 from __future__ import annotations

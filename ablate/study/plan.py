@@ -19,14 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate.config import TrialConfig, apply_overrides, dotted, resolve_trial_config
+from ablate.config import (
+    TrialConfig,
+    apply_overrides,
+    dotted,
+    resolve_trial_config,
+    shared_part,
+)
 from ablate.errors import ConfigError
 from ablate.study.identity import SEARCH_PREFIX, TRIAL_INDEX, TrialIdentity
 from ablate.study.spec import StudySpec
 from ablate.study.variants import Variant, config_hash, variants
 
 TRIAL_KEY = "trial_key"  # the Tune config of an ablation trial: {"trial_key": "full/seed0"}
-GROUP_KEY = "group_key"  # of a fused trial, a variant's seeds as one: {"group_key": "full"}
+GROUP_KEY = "group_key"  # of a fused trial, its group's name (Plan.groups): {"group_key": "full"}
 
 
 @dataclass(frozen=True)
@@ -69,9 +75,12 @@ class Plan:
     hash: str
     _by_key: dict[str, PlannedTrial] = field(default_factory=dict, compare=False, repr=False)
     _sampled: dict[str, PlannedTrial] = field(default_factory=dict, compare=False, repr=False)
+    _groups: dict[str, tuple[PlannedTrial, ...]] = field(default_factory=dict, compare=False,
+                                                         repr=False)
 
     def __post_init__(self) -> None:
         self._by_key.update((t.key, t) for t in self.trials)
+        self._groups.update(_fused_groups(self.spec, self.trials))
 
     @property
     def keys(self) -> list[str]:
@@ -85,26 +94,27 @@ class Plan:
 
     @property
     def fused(self) -> bool:
-        """Whether each Tune trial trains a variant's seeds as one fused model."""
-        return self.spec.fuse == "seeds"
+        """Whether a Tune trial trains a group of planned trials as one fused model."""
+        return self.spec.fuse != "none"
+
+    @property
+    def groups(self) -> dict[str, tuple[PlannedTrial, ...]]:
+        """Fused: the trials of each Tune trial, by group name (see :func:`_fused_groups`)."""
+        return dict(self._groups)
 
     def units(self, keys: Sequence[str]) -> tuple[str, list[str]]:
         """What Tune's grid runs to train the trials ``keys``: ``(config key, values)``, the
-        trial keys themselves, or, fused, the variants with a trial among them."""
+        trial keys themselves, or, fused, the groups with a trial among them."""
         if not self.fused:
             return TRIAL_KEY, list(keys)
         wanted = set(keys)
-        return GROUP_KEY, [v.name for v in self.variants
-                           if any(t.key in wanted for t in self.trials if t.variant == v.name)]
+        return GROUP_KEY, [name for name, members in self._groups.items()
+                           if any(t.key in wanted for t in members)]
 
     def members(self, tune_config: Mapping[str, Any]) -> tuple[PlannedTrial, ...]:
-        """The planned trials one Tune trial trains: one, or a fused variant's seeds."""
+        """The planned trials one Tune trial trains: one, or a fused group."""
         if GROUP_KEY in tune_config:
-            variant = tune_config[GROUP_KEY]
-            members = tuple(t for t in self.trials if t.variant == variant)
-            if not members:
-                raise KeyError(variant)
-            return members
+            return self._groups[tune_config[GROUP_KEY]]
         return (self.trial(tune_config),)
 
     def trial(self, tune_config: Mapping[str, Any]) -> PlannedTrial:
@@ -136,15 +146,38 @@ class Plan:
     def record(self) -> dict[str, Any]:
         """What ``study.json`` keeps of the plan: each trial's variant and seed, and each
         variant's resolved config (to name what changed when a resumed plan differs)."""
-        return {"trials": [{"key": t.key, "variant": t.variant, "seed": t.seed}
-                           for t in self.trials],
-                "configs": _configs(self)}
+        record: dict[str, Any] = {"trials": [{"key": t.key, "variant": t.variant, "seed": t.seed}
+                                             for t in self.trials],
+                                  "configs": _configs(self)}
+        if self.fused:
+            record["groups"] = {name: [t.key for t in members]
+                                for name, members in self._groups.items()}
+        return record
 
 
 def member_dir(checkpoint: Path, index: int, count: int) -> Path:
     """Where member ``index`` of a Tune trial of ``count`` members keeps its checkpoint files:
     the checkpoint itself for a lone trial (a trial's own layout), a subdirectory when fused."""
     return checkpoint if count == 1 else checkpoint / f"member-{index}"
+
+
+def _fused_groups(spec: StudySpec, trials: Sequence[PlannedTrial]
+                  ) -> dict[str, tuple[PlannedTrial, ...]]:
+    """The trials each fused Tune trial trains, in plan order. ``seeds``: a variant's seeds,
+    named after the variant. ``compatible``: every trial whose config shares all but
+    :data:`~ablate.config.FUSABLE` keys with the others, so one model serves them all (different
+    architectures never fuse), named after its first variant plus ``+N`` for N more."""
+    if spec.fuse == "none":
+        return {}
+    by_model: dict[str, list[PlannedTrial]] = {}
+    for trial in trials:
+        model = trial.variant if spec.fuse == "seeds" else shared_part(trial.config)
+        by_model.setdefault(model, []).append(trial)
+    groups: dict[str, tuple[PlannedTrial, ...]] = {}
+    for members in by_model.values():
+        names = list(dict.fromkeys(t.variant for t in members))
+        groups[names[0] + (f"+{len(names) - 1}" if len(names) > 1 else "")] = tuple(members)
+    return groups
 
 
 def build_plan(spec: StudySpec) -> Plan:

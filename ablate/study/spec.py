@@ -48,7 +48,9 @@ Mode = Literal["max", "min"]
 DistributionKind = Literal["values", "uniform", "loguniform", "int"]
 Algorithm = Literal["optuna", "random"]
 SchedulerType = Literal["none", "asha"]
-Fuse = Literal["none", "seeds"]  # seeds: one Tune trial trains a variant's seeds as one model
+# seeds: one Tune trial trains a variant's seeds as one model; compatible: every trial that can
+# share one (variants that differ only in numeric training options or the loss, and seeds)
+Fuse = Literal["none", "seeds", "compatible"]
 
 DESIGNS: tuple[str, ...] = get_args(Design)
 METRICS: tuple[str, ...] = get_args(Metric)
@@ -289,8 +291,8 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
 
 def _fuse(raw: Mapping[str, Any], search: SearchSpec | None) -> Fuse:
     fuse = check(Fuse, raw.get("fuse", "none"), "fuse")
-    if fuse == "seeds" and search is not None:
-        raise _err("fuse", "fusing seeds applies to ablations; a search runs each sampled "
+    if fuse != "none" and search is not None:
+        raise _err("fuse", "fusing applies to ablations; a search runs each sampled "
                            "configuration's seeds as separate trials (remove fuse)")
     return fuse
 

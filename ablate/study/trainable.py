@@ -74,7 +74,7 @@ _DATASETS: dict[str, Any] = {}
 def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str,
                 rungs: Any = None) -> None:
     """Tune entry point (bound with ``tune.with_parameters``): trains the plan's trial, or with
-    fusion a variant's seeds as one model (:class:`~ablate.train.fused.FusedTrainer`).
+    fusion a group of trials as one model (:class:`~ablate.train.fused.FusedTrainer`).
 
     ``dataset`` is the spec's dataset: a store path, or the synthetic default, which each node
     generates into its own cache on first use. ``tune_path`` is the study's Tune directory.

@@ -1,7 +1,7 @@
 """One trial: train a model variant on a feature store, evaluate every epoch, checkpoint, resume.
 
-Fused trials (:mod:`ablate.train.fused`: the seeds of one variant as one vectorised model) are
-exported lazily, so that importing this package does not import torch.
+Fused trials (:mod:`ablate.train.fused`: several trials of one architecture as one vectorised
+model) are exported lazily, so that importing this package does not import torch.
 """
 
 from __future__ import annotations

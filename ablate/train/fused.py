@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ablate.config import TrialConfig, dotted
+from ablate.config import FUSABLE, TrialConfig, dotted, is_fusable
 from ablate.errors import AblateError
 from ablate.train.data import TrialData, batch_labels, epoch_batches
 from ablate.train.device import _as_float, autocast, pick_device, set_cpu_threads
@@ -72,11 +72,6 @@ from ablate.train.vectorised import VectorisedModel
 
 if TYPE_CHECKING:
     from ablate.data import FeatureDataset
-
-FUSABLE = ("seed", "train.epochs", "train.lr", "train.weight_decay", "train.eval_every", "loss")
-"""Config keys (with everything under them) in which the members of a fused trial may differ:
-each member has its own seed, Adam, epoch count and objective. Everything else (the model, the
-batch layout, the device) is shared by the one vectorised forward pass."""
 
 NO_CONFIGS = "a fused trial needs at least one trial config"
 NOT_FUSABLE = ("config {index} cannot join a fused trial with config 0: they differ in {keys}; "
@@ -164,8 +159,8 @@ class FusedTrainer:
     """Trains the seeds of one model variant as one vectorised model.
 
     Args:
-        configs: Resolved trial configs that differ only in :data:`FUSABLE` keys (in practice:
-            one variant's seeds).
+        configs: Resolved trial configs that differ only in :data:`FUSABLE` keys (a study's
+            fused group: a variant's seeds, or with ``fuse: compatible`` several variants').
         dataset: A loaded feature store.
         members_per_call: Members that one vmapped forward pass serves; the members are run in
             groups of this size. None: all of them on CUDA, one on CPU, where a vectorised call
@@ -339,8 +334,9 @@ def check_fusable(configs: Sequence[TrialConfig]) -> None:
     """Refuses configs that cannot train as one fused trial.
 
     Raises:
-        AblateError: No configs; two configs differ in keys outside :data:`FUSABLE` (the message
-            names them, dotted); or two configs are the same trial.
+        AblateError: No configs; two configs differ in keys outside
+            :data:`~ablate.config.FUSABLE` (the message names them, dotted); or two configs are
+            the same trial.
     """
     if not configs:
         raise AblateError(NO_CONFIGS)
@@ -348,7 +344,7 @@ def check_fusable(configs: Sequence[TrialConfig]) -> None:
     for index, config in enumerate(configs):
         flat = dotted(config.to_dict())
         keys = sorted(k for k in first.keys() | flat.keys()
-                      if first.get(k, _MISSING) != flat.get(k, _MISSING) and not _fusable(k))
+                      if first.get(k, _MISSING) != flat.get(k, _MISSING) and not is_fusable(k))
         if keys:
             raise AblateError(NOT_FUSABLE.format(index=index, keys=", ".join(keys)))
         if config in configs[:index]:
@@ -396,10 +392,6 @@ def run_fused(configs: Sequence[TrialConfig], dataset: FeatureDataset,
 # -- helpers ----------------------------------------------------------------------------------
 
 _MISSING = object()
-
-
-def _fusable(key: str) -> bool:
-    return any(key == allowed or key.startswith(f"{allowed}.") for allowed in FUSABLE)
 
 
 def _cuda_devices(cuda: bool) -> list[int]:
