@@ -162,7 +162,9 @@ def test_fused_members_stop_on_their_own_asha_rungs(tmp_path: Path, local_ray) -
     rungs = json.loads((root / "rungs.json").read_text())
     stopped = rungs["stopped"]
     assert rungs["milestones"] == [4, 2, 1]
-    assert stopped and all(epoch in (1, 2) for epoch in stopped.values()), stopped
+    # Stopped at a milestone (at 4, the last epoch, as Tune's ASHA stops a trial there too).
+    assert all(epoch in (1, 2, 4) for epoch in stopped.values()), stopped
+    assert any(epoch < epochs for epoch in stopped.values()), stopped
     assert_study_complete(uri, root, epochs, stopped=stopped)
     by_trial: dict[str, list[int]] = {}
     for run_ in trial_runs(uri, "fusedasha"):

@@ -35,7 +35,8 @@ class Rungs:
             ``1/reduction_factor`` of the values recorded there.
         sign: +1 to maximise the metric, -1 to minimise it.
         recorded: Per milestone, each trial's signed metric there.
-        stopped: The epoch at which each stopped trial was stopped.
+        stopped: The epoch at which each stopped trial was stopped (at the top milestone, when
+            that is the last epoch, as Tune's ASHA does: such a trial trained every epoch).
     """
 
     milestones: tuple[int, ...]
