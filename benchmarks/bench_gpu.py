@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import queue
 import shutil
 import statistics
 import subprocess
@@ -43,9 +44,10 @@ def _configs(preset: str, device: str, seeds: range) -> list[Any]:
 
 
 def _train(preset: str, device: str, seeds: range, store: str, epochs: int,
-           barrier: Any) -> tuple[float, float]:
-    """One process: a trial (one seed) or a fused trial (several) trains a warm-up epoch, waits
-    for the other processes, then trains ``epochs`` epochs; returns (start, end) wall clock."""
+           ready: Any, go: Any) -> tuple[float, float]:
+    """One process: a trial (one seed) or a fused trial (several) trains a warm-up epoch, says
+    it is ``ready``, waits to ``go`` with the others, then trains ``epochs`` epochs; returns
+    (start, end) wall clock."""
     import torch
 
     from ablate.data import load
@@ -63,7 +65,8 @@ def _train(preset: str, device: str, seeds: range, store: str, epochs: int,
 
     trainer.train_epoch()  # allocators, kernels, the train set on the device
     sync()
-    barrier.wait()
+    ready.put(seeds.start)
+    go.wait()
     start = time.time()
     for _ in range(epochs):
         trainer.train_epoch()
@@ -113,13 +116,25 @@ def measure(processes: int, members: int, args: argparse.Namespace,
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, ProcessPoolExecutor(processes,
                                                            mp_context=context) as pool:
-        barrier = manager.Barrier(processes + 1)
+        ready, go = manager.Queue(), manager.Event()
         futures = [pool.submit(_train, args.preset, args.device,
                                range(p * members, (p + 1) * members), store, args.epochs,
-                               barrier) for p in range(processes)]
-        barrier.wait()  # every process warmed up: sample the measured epochs only
-        with CardSampler() as sampler:
-            spans = [f.result() for f in futures]
+                               ready, go) for p in range(processes)]
+        try:
+            for _ in range(processes):  # every process warmed up: time the measured epochs only
+                while True:
+                    try:
+                        ready.get(timeout=1.0)
+                        break
+                    except queue.Empty:
+                        for future in futures:
+                            if future.done():
+                                future.result()  # a failed process (out of memory) says why
+            with CardSampler() as sampler:
+                go.set()
+                spans = [f.result() for f in futures]
+        finally:
+            go.set()  # after a failure, the others finish instead of waiting forever
     seconds = max(end for _, end in spans) - min(start for start, _ in spans)
     return processes * members * args.epochs / seconds, sampler
 
