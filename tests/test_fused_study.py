@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -60,27 +61,37 @@ def final_metrics(tracking_uri: str, study: str) -> dict[str, dict[str, float]]:
     return {r.data.tags["ablate.trial_key"]: r.data.metrics for r in runs}
 
 
+def run_complete_study(workdir: Path, name: str, fuse: bool | str, trials: int,
+                       **study: Any) -> dict[str, dict[str, float]]:
+    """Runs a new 2-epoch study (:func:`write_study`) in this process and checks that all its
+    ``trials`` completed exactly once; returns each trial's final metrics by trial key."""
+    spec = write_study(workdir, name, fuse, **study)
+    uri = TRACKING_STORES.new(workdir)
+    result = run_in_process(["run", str(spec), "--quiet"], workdir)
+    assert_ran(result, f"ablate run {name}")
+    assert f"{trials}/{trials} trials done, 0 failed" in result.stdout
+    assert_study_complete(uri, workdir / "runs" / name, epochs=2)
+    return final_metrics(uri, name)
+
+
+def assert_same_results(fused: dict[str, dict[str, float]],
+                        separate: dict[str, dict[str, float]]) -> None:
+    """Bit-identical on CPU: each member runs its separate trial's own kernels."""
+    assert sorted(fused) == sorted(separate)
+    for key, apart in separate.items():
+        for metric in ("auc", "ap", "val_auc", "loss"):
+            assert fused[key][metric] == apart[metric], (key, metric)
+
+
 def test_fused_study_records_each_seed_once_with_the_unfused_results(
         tmp_path: Path, local_ray) -> None:
     metrics = {}
     for fuse in (False, True):
         name = "fused" if fuse else "separate"
-        workdir = tmp_path / name
-        spec = write_study(workdir, name, fuse)
-        uri = TRACKING_STORES.new(workdir)
-        result = run_in_process(["run", str(spec), "--quiet"], workdir)
-        assert_ran(result, f"ablate run {name}")
-        assert "6/6 trials done, 0 failed" in result.stdout
-        assert_study_complete(uri, workdir / "runs" / name, epochs=2)
-        metrics[name] = final_metrics(uri, name)
-        tune_trials = list((workdir / "runs" / name / "tune").glob("train_trial_*"))
+        metrics[name] = run_complete_study(tmp_path / name, name, fuse, trials=6)
+        tune_trials = list((tmp_path / name / "runs" / name / "tune").glob("train_trial_*"))
         assert len(tune_trials) == (2 if fuse else 6)
-    assert sorted(metrics["fused"]) == sorted(metrics["separate"])
-    for key, separate in metrics["separate"].items():
-        fused = metrics["fused"][key]
-        # Bit-identical on CPU: each member runs its separate trial's own kernels.
-        for metric in ("auc", "ap", "val_auc", "loss"):
-            assert fused[metric] == separate[metric], (key, metric)
+    assert_same_results(metrics["fused"], metrics["separate"])
 
 
 def test_compatible_variants_fuse_into_one_model_with_the_separate_results(
@@ -91,24 +102,16 @@ def test_compatible_variants_fuse_into_one_model_with_the_separate_results(
     metrics = {}
     for fuse in (False, "compatible"):
         name = "compatible" if fuse else "apart"
-        workdir = tmp_path / name
-        spec = write_study(workdir, name, fuse, seeds=[0], axes=axes)
-        uri = TRACKING_STORES.new(workdir)
-        result = run_in_process(["run", str(spec), "--quiet"], workdir)
-        assert_ran(result, f"ablate run {name}")
-        assert "4/4 trials done, 0 failed" in result.stdout
-        assert_study_complete(uri, workdir / "runs" / name, epochs=2)
-        metrics[name] = final_metrics(uri, name)
+        metrics[name] = run_complete_study(tmp_path / name, name, fuse, trials=4, seeds=[0],
+                                           axes=axes)
         if fuse:
-            groups = json.loads((workdir / "runs" / name / "study.json").read_text())["groups"]
+            root = tmp_path / name / "runs" / name
+            groups = json.loads((root / "study.json").read_text())["groups"]
             assert groups == {"base+2": ["base/seed0", "train.lr=0.0003/seed0",
                                          "rd_weight=0.5/seed0"],
                               "como=none": ["como=none/seed0"]}
-            assert len(trial_dirs(workdir / "runs" / name)) == 2
-    assert sorted(metrics["compatible"]) == sorted(metrics["apart"])
-    for key, apart in metrics["apart"].items():
-        for metric in ("auc", "ap", "val_auc", "loss"):
-            assert metrics["compatible"][key][metric] == apart[metric], (key, metric)
+            assert len(trial_dirs(root)) == 2
+    assert_same_results(metrics["compatible"], metrics["apart"])
 
 
 def test_fused_study_killed_mid_trial_resumes_every_member(tmp_path: Path) -> None:
