@@ -17,6 +17,7 @@ outcome says the study was interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -210,8 +211,7 @@ def _start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
         rungs = Rungs.asha(min(scheduler.grace_period, epochs), epochs,
                            scheduler.reduction_factor, plan.spec.mode)
     # No CPU: it must never wait for a slot the trials hold. It lives as long as the driver.
-    return ray.remote(num_cpus=0)(Rungs).remote(rungs.milestones, rungs.reduction_factor,
-                                                rungs.sign, rungs.recorded, rungs.stopped)
+    return ray.remote(num_cpus=0)(Rungs).remote(**dataclasses.asdict(rungs))
 
 
 def _fit(ctx: StudyContext, study_dir: StudyDir, attempt: Attempt, dataset_path: Path) -> Any:
