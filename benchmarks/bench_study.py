@@ -5,7 +5,8 @@ run four ways, one after another in this process's run so the ratios share the m
 
 1. ``ablate run``: Ray Tune and MLflow, fresh storage and tracking store, ``--workers`` trials
    at a time, one CPU (so one torch thread) each;
-2. the same study with ``fuse: seeds`` (a variant's seeds as one Tune trial and one model);
+2. the same study with ``fuse: seeds`` (a variant's seeds as Tune trials of ``--fuse-members``
+   members, each one model; default auto);
 3. the plain in-process loop (:mod:`ablate.train.loop`): ``--workers`` processes, one thread
    each, no tracking, no checkpoints kept;
 4. a shell loop of ``ablate train``: ``--workers`` at a time, one thread each, a fresh process
@@ -37,7 +38,7 @@ WAYS = ("ablate run", "ablate run, fuse: seeds", "plain loop", "shell loop of ab
 
 
 def study_spec(spec_file: Path, seeds: int, epochs: int | None, workers: int,
-               fuse: bool) -> dict:
+               fuse: bool, fuse_members: str = "auto") -> dict:
     raw = yaml.safe_load(spec_file.read_text())
     raw["seeds"] = list(range(seeds))
     raw["max_concurrent"] = workers
@@ -46,6 +47,7 @@ def study_spec(spec_file: Path, seeds: int, epochs: int | None, workers: int,
         raw["overrides"] = {**(raw.get("overrides") or {}), "train.epochs": epochs}
     if fuse:
         raw["fuse"] = "seeds"
+        raw["fuse_members"] = fuse_members if fuse_members == "auto" else int(fuse_members)
     raw["name"] = f"bench-{'fused' if fuse else 'separate'}"
     return raw
 
@@ -91,6 +93,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2, help="first N seeds of each variant")
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--workers", type=int, default=2, help="trials at a time")
+    parser.add_argument("--fuse-members", default="auto",
+                        help="the fused study's fuse_members: auto, or at most N per Tune trial")
     parser.add_argument("--skip", nargs="*", default=[], choices=["fused", "plain", "shell"])
     args = parser.parse_args()
 
@@ -113,7 +117,11 @@ def main() -> None:
         seconds[WAYS[0]] = time_ablate_run(separate, work / "separate")
         print(f"  {WAYS[0]:<28} {seconds[WAYS[0]]:7.1f} s", flush=True)
         if "fused" not in args.skip:
-            fused = study_spec(args.spec, args.seeds, args.epochs, args.workers, fuse=True)
+            fused = study_spec(args.spec, args.seeds, args.epochs, args.workers, fuse=True,
+                               fuse_members=args.fuse_members)
+            groups = build_plan(parse_spec(fused)).groups
+            print(f"  (fused: {len(groups)} Tune trials of "
+                  f"{sorted({len(m) for m in groups.values()})} members)")
             seconds[WAYS[1]] = time_ablate_run(fused, work / "fused")
             print(f"  {WAYS[1]:<28} {seconds[WAYS[1]]:7.1f} s", flush=True)
         if "plain" not in args.skip:

@@ -38,8 +38,9 @@ ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
 def write_study(directory: Path, name: str, fuse: bool | str, epochs: int = 2,
                 seeds: list[int] = SEEDS, scheduler: dict | None = None,
                 axes: dict | None = None) -> Path:
-    """Two variants (full, no CoMo) × ``seeds``: 6 trials; fused, 2 Tune trials of 3. Test
-    scores every epoch, so a trial stopped early has them too."""
+    """Two variants (full, no CoMo) × ``seeds``: 6 trials; fused, 2 Tune trials of 3 (whole
+    groups: auto sizing would split them on CPU). Test scores every epoch, so a trial stopped
+    early has them too."""
     spec = {"name": name, "dataset": "synthetic", "base": "full",
             "overrides": {"train.epochs": epochs, "train.eval_every": 1},
             "ablation": {"design": "leave_one_out",
@@ -48,6 +49,7 @@ def write_study(directory: Path, name: str, fuse: bool | str, epochs: int = 2,
             "resources": {"cpu": 1, "gpu": 0}, "max_concurrent": 2}
     if fuse:
         spec["fuse"] = "seeds" if fuse is True else fuse
+        spec["fuse_members"] = 3
     if scheduler:
         spec["scheduler"] = scheduler
     directory.mkdir(parents=True, exist_ok=True)
@@ -92,6 +94,17 @@ def test_fused_study_records_each_seed_once_with_the_unfused_results(
         tune_trials = list((tmp_path / name / "runs" / name / "tune").glob("train_trial_*"))
         assert len(tune_trials) == (2 if fuse else 6)
     assert_same_results(metrics["fused"], metrics["separate"])
+    # A resumed study trains the groups its record names; a record whose groups lost a trial
+    # is refused, naming it, and nothing is run or rewritten.
+    workdir, record = tmp_path / "fused", tmp_path / "fused" / "runs" / "fused" / "study.json"
+    saved = json.loads(record.read_text())
+    first = next(iter(saved["groups"]))
+    saved["groups"][first] = saved["groups"][first][:-1]
+    record.write_text(json.dumps(saved))
+    result = run_in_process(["run", str(workdir / "fused.yaml"), "--quiet"], workdir)
+    assert result.exit_code == 1
+    assert "fused groups do not cover the plan's trials exactly once" in result.stderr
+    assert json.loads(record.read_text()) == saved
 
 
 def test_compatible_variants_fuse_into_one_model_with_the_separate_results(

@@ -125,7 +125,7 @@ def test_fused_groups_share_one_model(fuse: str, groups: dict[str, list[str]]) -
     from ablate.train.fused import check_fusable
 
     plan = build_plan(parse_spec({
-        "name": "g", "base": "full", "seeds": [0, 1], "fuse": fuse,
+        "name": "g", "base": "full", "seeds": [0, 1], "fuse": fuse, "fuse_members": 6,
         "ablation": {"design": "leave_one_out", "axes": {
             "model.como.type": ["none"], "train.lr": [3e-4], "loss.rd_weight": [0.5]}}}))
     found = {name: [t.key for t in members] for name, members in plan.groups.items()}
@@ -140,3 +140,63 @@ def test_fused_groups_share_one_model(fuse: str, groups: dict[str, list[str]]) -
                                      "ablation": {"design": "leave_one_out",
                                                   "axes": {"model.como.type": ["none"]}}}))
     assert not unfused.fused and unfused.groups == {} and "groups" not in unfused.record()
+
+
+FUSED = {"name": "g", "base": "full", "seeds": [0, 1, 2, 3, 4], "fuse": "seeds",
+         "ablation": {"design": "leave_one_out", "axes": {"model.como.type": ["none"]}}}
+
+
+@pytest.mark.parametrize("settings, sizes", [
+    ({"fuse_members": 2}, {"base#1": 2, "base#2": 2, "base#3": 1,
+                           "como=none#1": 2, "como=none#2": 2, "como=none#3": 1}),
+    ({"fuse_members": 5}, {"base": 5, "como=none": 5}),
+    ({"resources": {"cpu": 1, "gpu": 0.25}}, {"base": 5, "como=none": 5}),  # auto, GPUs
+    ({"max_concurrent": 1, "seeds": 16},  # auto, CPU: 32 trials, 1 slot -> 4 per Tune trial
+     {f"{v}#{i}": 4 for v in ("base", "como=none") for i in range(1, 5)}),
+    ({}, {f"{v}#{i}": 1 for v in ("base", "como=none") for i in range(1, 6)}),  # 10 on 2 slots
+])
+def test_fused_groups_are_split_to_the_members_per_trial(settings: dict,
+                                                         sizes: dict[str, int]) -> None:
+    """A group larger than ``fuse_members`` (auto: a whole group on GPUs; on CPU about 8 Tune
+    trials per slot) splits into consecutive parts whose sizes differ by at most one."""
+    plan = build_plan(parse_spec({**FUSED, **settings}))
+    assert {name: len(members) for name, members in plan.groups.items()} == sizes
+    for variant in ("base", "como=none"):  # every seed once, in order, in its variant's parts
+        keys = [t.key for name, members in plan.groups.items() for t in members
+                if name.split("#")[0] == variant]
+        assert keys == [t.key for t in plan.trials if t.variant == variant]
+
+
+def test_a_resumed_study_keeps_its_recorded_groups() -> None:
+    """Auto sizing follows resources and concurrency, which a resume may change: the record's
+    groups win, and a record that does not partition the plan is refused."""
+    on_gpus = build_plan(parse_spec({**FUSED, "resources": {"cpu": 1, "gpu": 0.5}}))
+    on_cpu = build_plan(parse_spec(FUSED))
+    assert on_gpus.hash == on_cpu.hash and len(on_gpus.groups) != len(on_cpu.groups)
+    resumed = on_cpu.regrouped(on_gpus.record()["groups"])
+    assert resumed.groups == on_gpus.groups and resumed.hash == on_cpu.hash
+    assert resumed.members({"group_key": "base"}) == on_gpus.groups["base"]
+    recorded = on_gpus.record()["groups"]
+    with pytest.raises(AblateError, match="exactly once"):
+        on_cpu.regrouped({**recorded, "base": recorded["base"][:-1]})
+    mixed = {"a": recorded["base"][:1] + recorded["como=none"][:1],
+             "b": recorded["base"][1:] + recorded["como=none"][1:]}
+    with pytest.raises(AblateError, match="'a' mixes models"):
+        on_cpu.regrouped(mixed)
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"fuse": "none", "fuse_members": 2}, "applies to fused studies"),
+    ({"fuse_members": 0}, "expected auto or an integer >= 1, got 0"),
+    ({"fuse_members": "all"}, "expected auto or an integer >= 1, got 'all'"),
+    ({"fuse_members": True}, "expected auto or an integer >= 1, got True"),
+])
+def test_bad_fuse_members_is_refused(settings: dict, problem: str) -> None:
+    with pytest.raises(AblateError, match=f"fuse_members: {problem}"):
+        parse_spec({**FUSED, **settings})
+
+
+def test_fuse_members_given_is_part_of_the_plan_hash() -> None:
+    auto = build_plan(parse_spec(FUSED)).hash
+    assert build_plan(parse_spec({**FUSED, "fuse_members": "auto"})).hash == auto
+    assert build_plan(parse_spec({**FUSED, "fuse_members": 2})).hash != auto

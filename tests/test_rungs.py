@@ -75,3 +75,34 @@ def test_a_missing_metric_records_nothing() -> None:
     assert rungs.decide("a", 1, None)
     assert rungs.recorded[1] == {}
     assert rungs.decide("b", 1, 0.5) and not rungs.decide("c", 1, 0.7)  # min: larger is worse
+
+
+@pytest.mark.parametrize("body, problem", [
+    ({"recorded": {}, "stopped": {}}, "no 'milestones'"),
+    ([1, 2], "expected a JSON object, got list"),
+    ({"milestones": [4, 2], "reduction_factor": 2, "sign": 1, "recorded": {"2": []},
+      "stopped": {}}, "'recorded' must map each milestone to"),
+    ({"milestones": [4, "x"], "reduction_factor": 2, "sign": 1, "recorded": {},
+      "stopped": {}}, "invalid literal for int"),
+    ({"milestones": [4, 2], "reduction_factor": 2, "sign": 0, "recorded": {},
+      "stopped": {}}, "sign must be 1 or -1, got 0"),
+])
+def test_a_damaged_snapshot_is_refused_naming_the_problem(body: object, problem: str,
+                                                          tmp_path) -> None:
+    from ablate.errors import AblateError
+    from ablate.study.plan import build_plan
+    from ablate.study.runner import _start_rungs
+    from ablate.study.spec import parse_spec
+    from ablate.study.storage import StudyDir
+
+    with pytest.raises(ValueError, match=problem):
+        Rungs.from_json(body)
+    plan = build_plan(parse_spec({
+        "name": "r", "base": "full", "seeds": [0, 1], "fuse": "seeds",
+        "scheduler": {"type": "asha"},
+        "ablation": {"design": "leave_one_out", "axes": {"model.como.type": ["none"]}}}))
+    study_dir = StudyDir.at(str(tmp_path), "r")
+    study_dir.write_rungs(body)
+    with pytest.raises(AblateError, match=f"rungs.json is not a snapshot of the study's ASHA "
+                                          f"rungs \\({problem}.*; restore it"):
+        _start_rungs(plan, study_dir)  # before any Ray actor is started

@@ -90,7 +90,7 @@ BAD_SPECS = [
     ("name: t\nbase: full\nseedz: 2\n",
      "seedz: unknown key; did you mean 'seeds'? Allowed: name, description, dataset, base, "
      "base_name, overrides, ablation, seeds, search, scheduler, metric, mode, resources, "
-     "max_concurrent, max_failures, reference, select_on_test, fuse"),
+     "max_concurrent, max_failures, reference, select_on_test, fuse, fuse_members"),
     ("name: t\nbase: full\nablation:\n  axes:\n    model.clav.type: [clv]\n",
      "ablation.axes model.clav.type='clv': model.clav.type: unknown component 'clv'; did you "
      "mean 'clav'? Allowed: clav, none"),
@@ -161,6 +161,22 @@ def test_dry_run_prints_the_factorial() -> None:
     assert result.output.strip().splitlines()[-1] == (
         "study 'full' (grid): 9 variants x 3 seed(s) = 27 trials")
     assert "clav=none,como=none" in result.output
+
+
+@pytest.mark.parametrize("settings, line", [
+    ({}, "fused (seeds; auto: at most 3 per Tune trial on CPU, 2 at a time): 16 Tune trial(s): "
+         "full#1 (3); full#2 (3); como.relations=motion#1 (3)"),
+    ({"resources": {"cpu": 1, "gpu": 0.5}},
+     "fused (seeds; auto: whole groups on GPUs): 8 Tune trial(s): full (6); "),
+    ({"fuse_members": 4}, "fused (seeds; fuse_members 4): 16 Tune trial(s): full#1 (3); "),
+])
+def test_dry_run_prints_the_fused_groups_and_their_sizing(tmp_path: Path, settings: dict,
+                                                          line: str) -> None:
+    raw = {**yaml.safe_load((SPECS / "como.yaml").read_text()), "fuse": "seeds", **settings}
+    (tmp_path / "fused.yaml").write_text(yaml.safe_dump(raw))
+    result = CliRunner().invoke(cli, ["run", str(tmp_path / "fused.yaml"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert line in result.output
 
 
 def test_dry_run_of_a_search() -> None:

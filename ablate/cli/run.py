@@ -71,8 +71,14 @@ def print_trial_table(plan: Plan) -> int:
     click.echo(f"study '{spec.name}' ({spec.design}): {len(plan.variants)} variants x "
                f"{len(spec.seeds)} seed(s) = {plan.total} trials")
     if plan.fused:
-        groups = plan.groups
-        click.echo(f"fused ({spec.fuse}): {len(groups)} Tune trial(s): " + "; ".join(
+        from ablate.study.plan import members_per_unit
+
+        groups, limit = plan.groups, members_per_unit(spec, len(plan.trials))
+        sizing = (f"fuse_members {limit}" if spec.fuse_members is not None
+                  else "auto: whole groups on GPUs" if limit is None
+                  else f"auto: at most {limit} per Tune trial on CPU, {spec.max_concurrent} "
+                       f"at a time")
+        click.echo(f"fused ({spec.fuse}; {sizing}): {len(groups)} Tune trial(s): " + "; ".join(
             f"{name} ({len(members)})" for name, members in groups.items()))
     return plan.total
 

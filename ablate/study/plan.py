@@ -98,9 +98,30 @@ class Plan:
         return self.spec.fuse != "none"
 
     @property
+    def member_rungs(self) -> bool:
+        """Whether the study keeps ASHA's rungs per planned trial itself
+        (:mod:`ablate.study.rungs`) instead of Tune's scheduler deciding per Tune trial: a fused
+        study with ASHA, whose Tune trials each train several planned trials."""
+        return self.fused and self.spec.scheduler.type == "asha"
+
+    @property
     def groups(self) -> dict[str, tuple[PlannedTrial, ...]]:
         """Fused: the trials of each Tune trial, by group name (see :func:`_fused_groups`)."""
         return dict(self._groups)
+
+    def regrouped(self, recorded: Mapping[str, Sequence[str]]) -> Plan:
+        """This plan with the fused groups a study record names (name -> trial keys): a study
+        keeps the groups it started with, whatever sizing its resumed spec would choose now
+        (auto sizing follows ``resources`` and ``max_concurrent``, which may change).
+
+        Raises:
+            ConfigError: The groups do not partition the plan's trials into fusable groups.
+        """
+        groups = _recorded_groups(self, recorded)
+        plan = dataclasses.replace(self, _by_key={}, _sampled={}, _groups={})
+        plan._groups.clear()
+        plan._groups.update(groups)
+        return plan
 
     def units(self, keys: Sequence[str]) -> tuple[str, list[str]]:
         """What Tune's grid runs to train the trials ``keys``: ``(config key, values)``, the
@@ -161,22 +182,67 @@ def member_dir(checkpoint: Path, index: int, count: int) -> Path:
     return checkpoint if count == 1 else checkpoint / f"member-{index}"
 
 
+# On CPU a fused trial trains its members one after another (a vectorised call pays nothing
+# there), so fusing saves only per-trial overhead while fewer, longer Tune trials leave slots idle
+# behind the costliest one. Auto sizing keeps this many fused trials per concurrent slot.
+CPU_UNITS_PER_SLOT = 8
+
+
+def members_per_unit(spec: StudySpec, trials: int) -> int | None:
+    """The most trials one fused Tune trial trains: ``fuse_members`` when given; else on GPUs a
+    whole group (one card serves all its members in one vectorised call), on CPU few enough that
+    the study's ``max_concurrent`` slots each get about :data:`CPU_UNITS_PER_SLOT` Tune trials.
+    None: no limit."""
+    if spec.fuse_members is not None:
+        return spec.fuse_members
+    if spec.resources.gpu > 0:
+        return None
+    return max(1, trials // (CPU_UNITS_PER_SLOT * spec.max_concurrent))
+
+
 def _fused_groups(spec: StudySpec, trials: Sequence[PlannedTrial]
                   ) -> dict[str, tuple[PlannedTrial, ...]]:
     """The trials each fused Tune trial trains, in plan order. ``seeds``: a variant's seeds,
     named after the variant. ``compatible``: every trial whose config shares all but
     :data:`~ablate.config.FUSABLE` keys with the others, so one model serves them all (different
-    architectures never fuse), named after its first variant plus ``+N`` for N more."""
+    architectures never fuse), named after its first variant plus ``+N`` for N more. A group
+    larger than :func:`members_per_unit` is split into near-equal parts, named ``NAME#1``,
+    ``NAME#2``, ..."""
     if spec.fuse == "none":
         return {}
     by_model: dict[str, list[PlannedTrial]] = {}
     for trial in trials:
         model = trial.variant if spec.fuse == "seeds" else shared_part(trial.config)
         by_model.setdefault(model, []).append(trial)
+    limit = members_per_unit(spec, len(trials))
     groups: dict[str, tuple[PlannedTrial, ...]] = {}
     for members in by_model.values():
         names = list(dict.fromkeys(t.variant for t in members))
-        groups[names[0] + (f"+{len(names) - 1}" if len(names) > 1 else "")] = tuple(members)
+        name = names[0] + (f"+{len(names) - 1}" if len(names) > 1 else "")
+        parts = 1 if limit is None else -(-len(members) // limit)
+        if parts == 1:
+            groups[name] = tuple(members)
+            continue
+        start = 0
+        for i in range(parts):  # consecutive, sizes differing by at most one: 5 is 3 + 2
+            size = len(members) // parts + (i < len(members) % parts)
+            groups[f"{name}#{i + 1}"] = tuple(members[start:start + size])
+            start += size
+    return groups
+
+
+def _recorded_groups(plan: Plan, recorded: Mapping[str, Sequence[str]]
+                     ) -> dict[str, tuple[PlannedTrial, ...]]:
+    """``recorded`` (a study record's groups: name -> trial keys) as the plan's trials, checked
+    to train every planned trial exactly once, each group one model."""
+    seen: list[str] = [key for keys in recorded.values() for key in keys]
+    if sorted(seen) != sorted(plan.keys):
+        raise ConfigError("the study record's fused groups do not cover the plan's trials "
+                          "exactly once")
+    groups = {name: tuple(plan._by_key[key] for key in keys) for name, keys in recorded.items()}
+    for name, members in groups.items():
+        if len({shared_part(t.config) for t in members}) > 1:
+            raise ConfigError(f"the study record's fused group {name!r} mixes models")
     return groups
 
 

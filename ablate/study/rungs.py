@@ -85,7 +85,30 @@ class Rungs:
                 "recorded": {str(m): dict(r) for m, r in self.recorded.items()}}
 
     @classmethod
-    def from_json(cls, body: dict[str, Any]) -> Rungs:
-        return cls(tuple(body["milestones"]), body["reduction_factor"], body["sign"],
-                   {int(m): dict(r) for m, r in body["recorded"].items()},
-                   dict(body["stopped"]))
+    def from_json(cls, body: Any) -> Rungs:
+        """The rungs :meth:`to_json` wrote.
+
+        Raises:
+            ValueError: ``body`` is not such a snapshot (names what is wrong).
+        """
+        if not isinstance(body, dict):
+            raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+        recorded, stopped = body.get("recorded"), body.get("stopped")
+        if not isinstance(recorded, dict) or not all(isinstance(r, dict)
+                                                     for r in recorded.values()):
+            raise ValueError("'recorded' must map each milestone to {trial: value}")
+        if not isinstance(stopped, dict):
+            raise ValueError("'stopped' must map each stopped trial to its epoch")
+        try:
+            rungs = cls(tuple(int(m) for m in body["milestones"]), int(body["reduction_factor"]),
+                        int(body["sign"]),
+                        {int(m): {str(k): float(v) for k, v in r.items()}
+                         for m, r in recorded.items()},
+                        {str(k): int(v) for k, v in stopped.items()})
+        except KeyError as exc:
+            raise ValueError(f"no {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+        if rungs.sign not in (1, -1):
+            raise ValueError(f"sign must be 1 or -1, got {rungs.sign}")
+        return rungs

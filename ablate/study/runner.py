@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ablate.errors import AblateError
+from ablate.errors import AblateError, ConfigError
 from ablate.metrics import METRICS
 from ablate.study.callback import StudyCallback, active
 from ablate.study.context import (
@@ -53,7 +53,7 @@ def _tune_setup(plan: Plan, keys: tuple[str, ...]):
 
     spec, epochs = plan.spec, plan.base.train.epochs
     scheduler = None
-    if spec.scheduler.type == "asha" and not plan.fused:  # fused: each member's own (rungs)
+    if spec.scheduler.type == "asha" and not plan.member_rungs:
         from ray.tune.schedulers import ASHAScheduler
 
         scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs,
@@ -139,6 +139,11 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
             + (f"; changed: {'; '.join(changed)}" if changed else "")
             + f"; to run the changed study as a new one pass --name NEW_NAME (or move "
               f"{study_dir.root} away)")
+    if record is not None and plan.fused and record.get("groups"):
+        try:  # a study keeps its fused groups, whatever resources it resumes with
+            plan = plan.regrouped(record["groups"])
+        except ConfigError as exc:
+            raise AblateError(f"study '{spec.name}' at {study_dir.root}: {exc}") from None
     # Ray and the tracking store take seconds each to start: a study that will probably train
     # (it did not finish last time) starts Ray while the store opens in a thread.
     progress = study_dir.read_progress() or {}
@@ -197,7 +202,7 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
 def _start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
     """A fused study with ASHA: the Ray actor holding its rungs, seeded from the snapshot of an
     earlier run of the study; otherwise None."""
-    if not (plan.fused and plan.spec.scheduler.type == "asha"):
+    if not plan.member_rungs:
         return None
     import ray
 
@@ -205,7 +210,12 @@ def _start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
 
     snapshot = study_dir.read_rungs()
     if snapshot is not None:
-        rungs = Rungs.from_json(snapshot)
+        try:
+            rungs = Rungs.from_json(snapshot)
+        except ValueError as exc:
+            raise AblateError(f"{study_dir.root}/rungs.json is not a snapshot of the study's "
+                              f"ASHA rungs ({exc}); restore it from a backup, or run the study "
+                              f"anew under another --name") from None
     else:
         epochs, scheduler = plan.base.train.epochs, plan.spec.scheduler
         rungs = Rungs.asha(min(scheduler.grace_period, epochs), epochs,

@@ -17,6 +17,8 @@ Example (every key is documented in the README)::
     mode: max
     resources: {cpu: 1, gpu: 0}
     max_concurrent: 2
+    fuse: none                    # none | seeds | compatible: trials trained as one model
+    fuse_members: auto            # most trials per fused Tune trial (ablate.study.plan)
 
 A study either ablates (``ablation``) or searches (``search``: Optuna or random sampling over
 ``values``, ``uniform``, ``loguniform``, ``int`` distributions), optionally with an ASHA
@@ -38,7 +40,7 @@ from ablate.typecheck import check, check_fields, mapping
 
 SPEC_KEYS = ("name", "description", "dataset", "base", "base_name", "overrides", "ablation",
              "seeds", "search", "scheduler", "metric", "mode", "resources", "max_concurrent",
-             "max_failures", "reference", "select_on_test", "fuse")
+             "max_failures", "reference", "select_on_test", "fuse", "fuse_members")
 
 # The enumerations are the annotations of the spec's fields, so the checker reads their choices
 # from there; the tuples are the same choices for code that lists them.
@@ -117,6 +119,7 @@ class StudySpec:
     description: str = ""
     select_on_test: bool = False
     fuse: Fuse = "none"
+    fuse_members: int | None = None  # at most this many trials per fused Tune trial; None: auto
     source: Path | None = field(default=None, compare=False)
 
     def identity(self) -> dict[str, Any]:
@@ -130,7 +133,9 @@ class StudySpec:
                 "design": self.design, "axes": {k: list(v) for k, v in self.axes.items()},
                 "reference": self.reference, "seeds": list(self.seeds), "search": search,
                 "scheduler": vars(self.scheduler), "metric": self.metric, "mode": self.mode,
-                "select_on_test": self.select_on_test, "fuse": self.fuse}
+                "select_on_test": self.select_on_test, "fuse": self.fuse,
+                # only when given, so the hashes of studies that never set it stay as they were
+                **({"fuse_members": self.fuse_members} if self.fuse_members is not None else {})}
 
 
 def _err(key: str, problem: str) -> ConfigError:
@@ -285,7 +290,8 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
         mode=check(Mode, raw.get("mode", "max"), "mode"), resources=resources,
         max_concurrent=_at_least(raw.get("max_concurrent", 2), "max_concurrent", 1),
         max_failures=_at_least(raw.get("max_failures", 2), "max_failures", 0),
-        description=description, fuse=_fuse(raw, search), source=source)
+        description=description, fuse=_fuse(raw, search),
+        fuse_members=_fuse_members(raw), source=source)
     return spec
 
 
@@ -295,6 +301,18 @@ def _fuse(raw: Mapping[str, Any], search: SearchSpec | None) -> Fuse:
         raise _err("fuse", "fusing applies to ablations; a search runs each sampled "
                            "configuration's seeds as separate trials (remove fuse)")
     return fuse
+
+
+def _fuse_members(raw: Mapping[str, Any]) -> int | None:
+    value = raw.get("fuse_members", "auto")
+    if value == "auto":
+        return None
+    if raw.get("fuse", "none") == "none":
+        raise _err("fuse_members", "applies to fused studies (set fuse: seeds or compatible, "
+                                   "or remove fuse_members)")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _err("fuse_members", f"expected auto or an integer >= 1, got {value!r}")
+    return value
 
 
 def load_spec(path: Path) -> StudySpec:
