@@ -57,7 +57,7 @@ def test_hash_covers_resolved_configs_not_raw_spelling() -> None:
     spelled = build_plan(parse_spec({**STUDY, "overrides": {"train.epochs": default}}))
     changed = build_plan(parse_spec({**STUDY, "overrides": {"train.epochs": default + 1}}))
     assert plain.hash == spelled.hash != changed.hash
-    assert changed_keys(plain.record()["configs"], changed)[0] == (
+    assert changed_keys(plain.record(), changed)[0] == (
         f"base: train.epochs {default!r} -> {default + 1!r}")
 
 
@@ -88,6 +88,17 @@ def test_a_changed_code_default_is_refused_on_resume_naming_it(
     assert f"hash {before.hash}, now {after.hash}" in message
     assert "model.como.hidden" in message and "--name NEW_NAME" in message
     assert sorted(p.name for p in (tmp_path / "runs" / "plan").iterdir()) == ["study.json"]
+
+
+def test_a_changed_selection_is_named() -> None:
+    """Keys of the spec that select trials or how they run, not their configs: more seeds, or
+    fusing, change the plan while every variant's config stays as it was."""
+    before = build_plan(parse_spec(STUDY))
+    record = {"spec": before.spec.identity(), **before.record()}
+    after = build_plan(parse_spec({**STUDY, "seeds": [0, 1, 2], "fuse": "seeds"}))
+    assert changed_keys(record, after) == ["fuse: 'none' -> 'seeds'",
+                                           "seeds: [0, 1] -> [0, 1, 2]"]
+    assert changed_keys(record, before) == []
 
 
 def test_record_names_each_trials_variant_and_seed() -> None:

@@ -139,8 +139,13 @@ class StudyContext:
             return
         self.last_progress = now
         counts = self.counts()
+        running = f"{counts[RUNNING]} running"
+        if self.plan.fused and counts[RUNNING]:  # members: more than the slots Tune fills
+            units = len({trial_id for (trial_id, _), row in self.rows.items()
+                         if row.status == RUNNING})
+            running += f" in {units} fused Tune trial{'s' if units > 1 else ''}"
         line = (f"[{time.strftime('%H:%M:%S')}] trials {counts[TERMINATED]}/{self.total} "
-                f"done, {counts[RUNNING]} running, {counts[ERROR]} failed")
+                f"done, {running}, {counts[ERROR]} failed")
         best = self.best()
         if best is not None:
             metric = self.plan.spec.metric

@@ -304,10 +304,20 @@ def _configs(plan: Plan) -> dict[str, Any]:
     return {v.name: v.config.to_dict() for v in plan.variants}
 
 
-def changed_keys(recorded: Mapping[str, Any], plan: Plan, limit: int = 8) -> list[str]:
-    """``variant: key old -> new`` for each resolved value that differs from a study record's."""
-    now = _configs(plan)
+def changed_keys(record: Mapping[str, Any], plan: Plan, limit: int = 8) -> list[str]:
+    """What differs between a study record (``study.json``) and ``plan``: each changed key of
+    the spec's selection (``fuse: 'none' -> 'seeds'``), then ``variant: key old -> new`` for
+    each resolved value that differs."""
     out = []
+    recorded_spec = record.get("spec")
+    if isinstance(recorded_spec, Mapping):
+        old_selection = {k: v for k, v in recorded_spec.items() if k not in ("base", "reference")}
+        new_selection = json.loads(json.dumps(_selection(plan.spec), default=str))
+        out += [f"{k}: {old_selection.get(k, '-')!r} -> {new_selection.get(k, '-')!r}"
+                for k in sorted(set(old_selection) | set(new_selection))
+                if old_selection.get(k) != new_selection.get(k)]
+    recorded = record.get("configs") or {}
+    now = _configs(plan)
     for name in sorted(set(recorded) | set(now)):
         if name not in now or name not in recorded:
             out.append(f"{name}: {'removed' if name not in now else 'added'}")
@@ -316,4 +326,3 @@ def changed_keys(recorded: Mapping[str, Any], plan: Plan, limit: int = 8) -> lis
         out += [f"{name}: {k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}"
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
-

@@ -132,7 +132,7 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     study_dir.check_writable()
     record = study_dir.read_record()
     if record is not None and record["spec_hash"] != plan.hash:
-        changed = changed_keys(record.get("configs") or {}, plan)
+        changed = changed_keys(record, plan)
         raise AblateError(
             f"study '{spec.name}' at {study_dir.root} was created from a different plan "
             f"(hash {record['spec_hash']}, now {plan.hash})"
