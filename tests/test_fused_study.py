@@ -37,12 +37,11 @@ ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
 
 def write_study(directory: Path, name: str, fuse: bool | str, epochs: int = 2,
                 seeds: list[int] = SEEDS, scheduler: dict | None = None,
-                axes: dict | None = None) -> Path:
+                axes: dict | None = None, eval_every: int = 1) -> Path:
     """Two variants (full, no CoMo) × ``seeds``: 6 trials; fused, 2 Tune trials of 3 (whole
-    groups: auto sizing would split them on CPU). Test scores every epoch, so a trial stopped
-    early has them too."""
+    groups: auto sizing would split them on CPU). Test scored every ``eval_every`` epochs."""
     spec = {"name": name, "dataset": "synthetic", "base": "full",
-            "overrides": {"train.epochs": epochs, "train.eval_every": 1},
+            "overrides": {"train.epochs": epochs, "train.eval_every": eval_every},
             "ablation": {"design": "leave_one_out",
                          "axes": axes or {"model.como.type": ["none"]}},
             "seeds": seeds, "metric": "val_auc", "mode": "max",
@@ -165,11 +164,26 @@ def test_fused_study_killed_mid_trial_resumes_every_member(tmp_path: Path) -> No
         assert all(r["start_epoch"] > 0 for r in final), rows  # continued, not restarted
 
 
+def assert_test_scored_at_the_final_epoch(uri: str, study: str) -> list[int]:
+    """Every trial's run has test metrics at its final epoch, stopped early or not (test is
+    scored at the scheduler's milestones); returns the final epochs."""
+    client, finals = MlflowClient(uri), []
+    for run_ in trial_runs(uri, study):
+        final = int(run_.data.tags["ablate.final_epoch"])
+        for metric in ("auc", "ap"):
+            steps = {m.step for m in client.get_metric_history(run_.info.run_id, metric)}
+            assert final in steps, (run_.data.tags["ablate.trial_key"], metric, final, steps)
+        finals.append(final)
+    return finals
+
+
 def test_fused_members_stop_on_their_own_asha_rungs(tmp_path: Path, local_ray) -> None:
     """With ASHA, each member of a fused trial is stopped at a rung on its own: it trains no
-    further (its history ends there) while the other members of its Tune trial go on."""
+    further (its history ends there) while the other members of its Tune trial go on. Test is
+    scored every 5 epochs, and at the milestones, where a member may stop."""
     epochs = 4
-    spec = write_study(tmp_path, "fusedasha", fuse=True, epochs=epochs, scheduler=ASHA)
+    spec = write_study(tmp_path, "fusedasha", fuse=True, epochs=epochs, scheduler=ASHA,
+                       eval_every=5)
     uri = TRACKING_STORES.new(tmp_path)
     result = run_in_process(["run", str(spec), "--quiet"], tmp_path)
     assert_ran(result, "ablate run fusedasha")
@@ -194,10 +208,24 @@ def test_fused_members_stop_on_their_own_asha_rungs(tmp_path: Path, local_ray) -
     for milestone, recorded in rungs["recorded"].items():
         for key, value in recorded.items():
             assert value == histories[key][int(milestone)], (key, milestone)
+    assert_test_scored_at_the_final_epoch(uri, "fusedasha")
     again = run_in_process(["run", str(spec), "--quiet"], tmp_path)  # finished: nothing reruns
     assert_ran(again, "ablate run fusedasha again")
     assert json.loads((root / "rungs.json").read_text())["stopped"] == stopped
     assert_study_complete(uri, root, epochs, stopped=stopped)
+
+
+def test_trials_tune_asha_stops_report_test_scores_of_their_final_epoch(
+        tmp_path: Path, local_ray) -> None:
+    """Unfused, Tune's ASHA stops whole trials: they too score test at the milestones, so
+    every trial's test metrics are of its final epoch, not of an earlier scored one."""
+    spec = write_study(tmp_path, "asha", fuse=False, epochs=4, scheduler=ASHA, eval_every=5)
+    uri = TRACKING_STORES.new(tmp_path)
+    result = run_in_process(["run", str(spec), "--quiet"], tmp_path)
+    assert_ran(result, "ablate run asha")
+    assert "6/6 trials done, 0 failed" in result.stdout
+    finals = assert_test_scored_at_the_final_epoch(uri, "asha")
+    assert sorted(finals)[-1] == 4 and set(finals) <= {1, 2, 4}, finals
 
 
 def test_fused_asha_study_killed_keeps_its_decisions(tmp_path: Path) -> None:

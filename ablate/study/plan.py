@@ -28,6 +28,7 @@ from ablate.config import (
 )
 from ablate.errors import ConfigError
 from ablate.study.identity import SEARCH_PREFIX, TRIAL_INDEX, TrialIdentity
+from ablate.study.rungs import Rungs
 from ablate.study.spec import StudySpec
 from ablate.study.variants import Variant, config_hash, variants
 
@@ -103,6 +104,23 @@ class Plan:
         (:mod:`ablate.study.rungs`) instead of Tune's scheduler deciding per Tune trial: a fused
         study with ASHA, whose Tune trials each train several planned trials."""
         return self.fused and self.spec.scheduler.type == "asha"
+
+    def fresh_rungs(self) -> Rungs | None:
+        """The study's ASHA rungs before any result (:mod:`ablate.study.rungs`, Tune's ASHA with
+        the spec's parameters), or None without the scheduler."""
+        scheduler, epochs = self.spec.scheduler, self.base.train.epochs
+        if scheduler.type != "asha":
+            return None
+        return Rungs.asha(min(scheduler.grace_period, epochs), epochs,
+                          scheduler.reduction_factor, self.spec.mode)
+
+    @property
+    def stop_epochs(self) -> frozenset[int]:
+        """Epochs after which the study's scheduler may stop a trial (ASHA's milestones; Tune's
+        ASHA decides only there): a trial scores the test split there too, so one stopped early
+        reports test scores of its final epoch."""
+        rungs = self.fresh_rungs()
+        return frozenset(rungs.milestones) if rungs is not None else frozenset()
 
     @property
     def groups(self) -> dict[str, tuple[PlannedTrial, ...]]:

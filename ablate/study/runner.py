@@ -209,6 +209,7 @@ def _start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
     from ablate.study.rungs import Rungs
 
     snapshot = study_dir.read_rungs()
+    rungs = plan.fresh_rungs()
     if snapshot is not None:
         try:
             rungs = Rungs.from_json(snapshot)
@@ -216,10 +217,6 @@ def _start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
             raise AblateError(f"{study_dir.root}/rungs.json is not a snapshot of the study's "
                               f"ASHA rungs ({exc}); restore it from a backup, or run the study "
                               f"anew under another --name") from None
-    else:
-        epochs, scheduler = plan.base.train.epochs, plan.spec.scheduler
-        rungs = Rungs.asha(min(scheduler.grace_period, epochs), epochs,
-                           scheduler.reduction_factor, plan.spec.mode)
     # No CPU: it must never wait for a slot the trials hold. It lives as long as the driver.
     return ray.remote(num_cpus=0)(Rungs).remote(**dataclasses.asdict(rungs))
 

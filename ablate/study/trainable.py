@@ -112,6 +112,8 @@ def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str
 
         fused = FusedTrainer([m.config for m in members], store)
         trainers = list(fused.members)
+    for trainer in trainers:  # a trial the scheduler stops has test scores of its last epoch
+        trainer.extra_test_epochs = plan.stop_epochs
     count = len(members)
     known: list[dict[str, Any] | None] = [None] * count  # what Tune restored this trial from
     checkpoint = tune.get_checkpoint()

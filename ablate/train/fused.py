@@ -66,7 +66,6 @@ from ablate.train.trainer import (
     EpochResult,
     LossMeans,
     Trainer,
-    is_test_epoch,
 )
 from ablate.train.vectorised import VectorisedModel
 
@@ -221,7 +220,7 @@ class FusedTrainer:
             members = [m for m in members if m.error is None]
             if not members:
                 continue
-            tested = [m for m in members if is_test_epoch(m.epoch + 1, m.config.train)]
+            tested = [m for m in members if m.scores_test_after(m.epoch + 1)]
             metrics = self._evaluate(members, tested)
             seconds = time.perf_counter() - start
             yield {m.index: m._end_epoch(losses[m.index], metrics[m.index], seconds)

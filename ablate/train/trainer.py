@@ -117,6 +117,10 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict[str, float]] = []
         self.last_scores: list[np.ndarray] = []
+        # Epochs after which a scheduler may stop the trial (ASHA's milestones): the test split
+        # is scored there too, so a trial stopped early reports test scores of its final epoch.
+        # Scoring draws no random numbers, so training is the same with or without them.
+        self.extra_test_epochs: frozenset[int] = frozenset()
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -222,10 +226,15 @@ class Trainer:
         self.history.append({"epoch": self.epoch, **metrics})
         return EpochResult(self.epoch, metrics, seconds)
 
+    def scores_test_after(self, epoch: int) -> bool:
+        """Whether the test split is scored after ``epoch``: :func:`is_test_epoch`, or one of
+        :attr:`extra_test_epochs`."""
+        return is_test_epoch(epoch, self.config.train) or epoch in self.extra_test_epochs
+
     def epochs(self) -> Iterator[EpochResult]:
         """Trains from the current epoch to ``train.epochs``, yielding after each epoch."""
         while self.epoch < self.config.train.epochs:
             start = time.perf_counter()
             losses = self.train_epoch()
-            metrics = self.evaluate(test=is_test_epoch(self.epoch + 1, self.config.train))
+            metrics = self.evaluate(test=self.scores_test_after(self.epoch + 1))
             yield self._end_epoch(losses, metrics, time.perf_counter() - start)
