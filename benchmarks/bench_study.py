@@ -45,8 +45,9 @@ def study_spec(spec_file: Path, seeds: int, epochs: int | None, workers: int,
     raw["resources"] = {"cpu": 1, "gpu": 0}
     if epochs is not None:
         raw["overrides"] = {**(raw.get("overrides") or {}), "train.epochs": epochs}
+    raw.pop("fuse_members", None)
+    raw["fuse"] = "seeds" if fuse else "none"  # whatever the spec file says
     if fuse:
-        raw["fuse"] = "seeds"
         raw["fuse_members"] = fuse_members if fuse_members == "auto" else int(fuse_members)
     raw["name"] = f"bench-{'fused' if fuse else 'separate'}"
     return raw
