@@ -180,20 +180,39 @@ def test_fused_groups_are_split_to_the_members_per_trial(settings: dict,
 
 def test_a_resumed_study_keeps_its_recorded_groups() -> None:
     """Auto sizing follows resources and concurrency, which a resume may change: the record's
-    groups win, and a record that does not partition the plan is refused."""
+    groups win; a record from before groups were recorded had whole groups; a record that does
+    not partition the plan is refused."""
     on_gpus = build_plan(parse_spec({**FUSED, "resources": {"cpu": 1, "gpu": 0.5}}))
     on_cpu = build_plan(parse_spec(FUSED))
     assert on_gpus.hash == on_cpu.hash and len(on_gpus.groups) != len(on_cpu.groups)
-    resumed = on_cpu.regrouped(on_gpus.record()["groups"])
+    resumed = on_cpu.regrouped(on_gpus.record())
     assert resumed.groups == on_gpus.groups and resumed.hash == on_cpu.hash
     assert resumed.members({"group_key": "base"}) == on_gpus.groups["base"]
+    assert on_gpus.regrouped(on_cpu.record()).groups == on_cpu.groups
+    legacy = {k: v for k, v in on_gpus.record().items() if k != "groups"}
+    assert on_cpu.regrouped(legacy).groups == on_gpus.groups
     recorded = on_gpus.record()["groups"]
     with pytest.raises(AblateError, match="exactly once"):
-        on_cpu.regrouped({**recorded, "base": recorded["base"][:-1]})
+        on_cpu.regrouped({"groups": {**recorded, "base": recorded["base"][:-1]}})
     mixed = {"a": recorded["base"][:1] + recorded["como=none"][:1],
              "b": recorded["base"][1:] + recorded["como=none"][1:]}
     with pytest.raises(AblateError, match="'a' mixes models"):
-        on_cpu.regrouped(mixed)
+        on_cpu.regrouped({"groups": mixed})
+    for damaged in (list(recorded), {"base": "base/seed0"}, {"base": [0, 1]}):
+        with pytest.raises(AblateError, match="not a mapping of group names to lists of trial"):
+            on_cpu.regrouped({"groups": damaged})
+
+
+def test_compatible_parts_are_named_after_their_own_variants() -> None:
+    plan = build_plan(parse_spec({
+        "name": "g", "base": "full", "seeds": [0, 1], "fuse": "compatible", "fuse_members": 4,
+        "ablation": {"design": "leave_one_out", "axes": {
+            "model.como.type": ["none"], "train.lr": [3e-4], "loss.rd_weight": [0.5]}}}))
+    assert {name: [t.key for t in members] for name, members in plan.groups.items()} == {
+        "base+1#1": ["base/seed0", "base/seed1", "train.lr=0.0003/seed0"],
+        "train.lr=0.0003+1#2": ["train.lr=0.0003/seed1", "rd_weight=0.5/seed0",
+                                "rd_weight=0.5/seed1"],
+        "como=none": ["como=none/seed0", "como=none/seed1"]}
 
 
 @pytest.mark.parametrize("settings, problem", [

@@ -143,7 +143,8 @@ class StudyContext:
         if self.plan.fused and counts[RUNNING]:  # members: more than the slots Tune fills
             units = len({trial_id for (trial_id, _), row in self.rows.items()
                          if row.status == RUNNING})
-            running += f" in {units} fused Tune trial{'s' if units > 1 else ''}"
+            if units < counts[RUNNING]:
+                running += f" in {units} fused Tune trial{'s' if units > 1 else ''}"
         line = (f"[{time.strftime('%H:%M:%S')}] trials {counts[TERMINATED]}/{self.total} "
                 f"done, {running}, {counts[ERROR]} failed")
         best = self.best()

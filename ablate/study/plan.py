@@ -81,7 +81,8 @@ class Plan:
 
     def __post_init__(self) -> None:
         self._by_key.update((t.key, t) for t in self.trials)
-        self._groups.update(_fused_groups(self.spec, self.trials))
+        self._groups.update(_fused_groups(self.spec, self.trials,
+                                          members_per_unit(self.spec, len(self.trials))))
 
     @property
     def keys(self) -> list[str]:
@@ -127,15 +128,20 @@ class Plan:
         """Fused: the trials of each Tune trial, by group name (see :func:`_fused_groups`)."""
         return dict(self._groups)
 
-    def regrouped(self, recorded: Mapping[str, Sequence[str]]) -> Plan:
-        """This plan with the fused groups a study record names (name -> trial keys): a study
-        keeps the groups it started with, whatever sizing its resumed spec would choose now
-        (auto sizing follows ``resources`` and ``max_concurrent``, which may change).
+    def regrouped(self, record: Mapping[str, Any]) -> Plan:
+        """This plan with the fused groups of the study record (``study.json``) it resumes: a
+        study keeps the groups it started with, whatever sizing its spec would choose now (auto
+        sizing follows ``resources`` and ``max_concurrent``, which may change). A record from
+        before groups were recorded had a variant's (or compatible trials') whole group.
 
         Raises:
-            ConfigError: The groups do not partition the plan's trials into fusable groups.
+            ConfigError: The recorded groups do not partition the plan's trials into groups
+                that can each share one model.
         """
-        groups = _recorded_groups(self, recorded)
+        if "groups" in record:
+            groups = _recorded_groups(self, record["groups"])
+        else:
+            groups = _fused_groups(self.spec, self.trials, None)
         plan = dataclasses.replace(self, _by_key={}, _sampled={}, _groups={})
         plan._groups.clear()
         plan._groups.update(groups)
@@ -218,41 +224,42 @@ def members_per_unit(spec: StudySpec, trials: int) -> int | None:
     return max(1, trials // (CPU_UNITS_PER_SLOT * spec.max_concurrent))
 
 
-def _fused_groups(spec: StudySpec, trials: Sequence[PlannedTrial]
+def _fused_groups(spec: StudySpec, trials: Sequence[PlannedTrial], limit: int | None
                   ) -> dict[str, tuple[PlannedTrial, ...]]:
-    """The trials each fused Tune trial trains, in plan order. ``seeds``: a variant's seeds,
-    named after the variant. ``compatible``: every trial whose config shares all but
-    :data:`~ablate.config.FUSABLE` keys with the others, so one model serves them all (different
-    architectures never fuse), named after its first variant plus ``+N`` for N more. A group
-    larger than :func:`members_per_unit` is split into near-equal parts, named ``NAME#1``,
-    ``NAME#2``, ..."""
+    """The trials each fused Tune trial trains, in plan order. ``seeds``: a variant's seeds.
+    ``compatible``: every trial whose config shares all but :data:`~ablate.config.FUSABLE` keys
+    with the others, so one model serves them all (different architectures never fuse). A group
+    larger than ``limit`` (:func:`members_per_unit`) is split into consecutive parts whose sizes
+    differ by at most one. A group is named after its first variant, plus ``+N`` for N more
+    variants in it; a part also gets ``#K``, its place among the group's parts."""
     if spec.fuse == "none":
         return {}
     by_model: dict[str, list[PlannedTrial]] = {}
     for trial in trials:
         model = trial.variant if spec.fuse == "seeds" else shared_part(trial.config)
         by_model.setdefault(model, []).append(trial)
-    limit = members_per_unit(spec, len(trials))
     groups: dict[str, tuple[PlannedTrial, ...]] = {}
     for members in by_model.values():
-        names = list(dict.fromkeys(t.variant for t in members))
-        name = names[0] + (f"+{len(names) - 1}" if len(names) > 1 else "")
-        parts = 1 if limit is None else -(-len(members) // limit)
-        if parts == 1:
-            groups[name] = tuple(members)
-            continue
+        count = 1 if limit is None else -(-len(members) // limit)
         start = 0
-        for i in range(parts):  # consecutive, sizes differing by at most one: 5 is 3 + 2
-            size = len(members) // parts + (i < len(members) % parts)
-            groups[f"{name}#{i + 1}"] = tuple(members[start:start + size])
+        for k in range(count):  # 5 trials in 2 parts: 3 + 2
+            size = len(members) // count + (k < len(members) % count)
+            part = tuple(members[start:start + size])
             start += size
+            names = list(dict.fromkeys(t.variant for t in part))
+            name = names[0] + (f"+{len(names) - 1}" if len(names) > 1 else "")
+            groups[name + (f"#{k + 1}" if count > 1 else "")] = part
     return groups
 
 
-def _recorded_groups(plan: Plan, recorded: Mapping[str, Sequence[str]]
-                     ) -> dict[str, tuple[PlannedTrial, ...]]:
+def _recorded_groups(plan: Plan, recorded: Any) -> dict[str, tuple[PlannedTrial, ...]]:
     """``recorded`` (a study record's groups: name -> trial keys) as the plan's trials, checked
     to train every planned trial exactly once, each group one model."""
+    if not isinstance(recorded, Mapping) or not all(
+            isinstance(keys, list) and all(isinstance(k, str) for k in keys)
+            for keys in recorded.values()):
+        raise ConfigError("the study record's fused groups are not a mapping of group names "
+                          "to lists of trial keys")
     seen: list[str] = [key for keys in recorded.values() for key in keys]
     if sorted(seen) != sorted(plan.keys):
         raise ConfigError("the study record's fused groups do not cover the plan's trials "

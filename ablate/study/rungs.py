@@ -100,15 +100,32 @@ class Rungs:
         if not isinstance(stopped, dict):
             raise ValueError("'stopped' must map each stopped trial to its epoch")
         try:
-            rungs = cls(tuple(int(m) for m in body["milestones"]), int(body["reduction_factor"]),
-                        int(body["sign"]),
-                        {int(m): {str(k): float(v) for k, v in r.items()}
+            rungs = cls(tuple(_whole(m) for m in body["milestones"]),
+                        float(body["reduction_factor"]), float(body["sign"]),
+                        {_whole(m): {str(k): float(v) for k, v in r.items()}
                          for m, r in recorded.items()},
-                        {str(k): int(v) for k, v in stopped.items()})
+                        {str(k): _whole(v) for k, v in stopped.items()})
         except KeyError as exc:
             raise ValueError(f"no {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
             raise ValueError(str(exc)) from None
         if rungs.sign not in (1, -1):
-            raise ValueError(f"sign must be 1 or -1, got {rungs.sign}")
+            raise ValueError(f"sign must be 1 or -1, got {rungs.sign:g}")
+        if set(rungs.recorded) != set(rungs.milestones):
+            raise ValueError(f"'recorded' has milestones {sorted(rungs.recorded)}, not the "
+                             f"rungs' {sorted(rungs.milestones)}")
         return rungs
+
+    def same_schedule(self, other: Rungs) -> bool:
+        """Whether ``other`` has these milestones, reduction factor and direction (e.g. a
+        snapshot and the rungs its study's spec gives now)."""
+        return (self.milestones, self.reduction_factor, self.sign) == (
+            other.milestones, other.reduction_factor, other.sign)
+
+
+def _whole(value: Any) -> int:
+    """An epoch or milestone read back from JSON: a whole number ("4" and 4.0 are 4)."""
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(f"{value!r} is not a whole number of epochs")
+    return int(number)

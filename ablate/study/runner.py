@@ -136,14 +136,17 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
         raise AblateError(
             f"study '{spec.name}' at {study_dir.root} was created from a different plan "
             f"(hash {record['spec_hash']}, now {plan.hash})"
-            + (f"; changed: {'; '.join(changed)}" if changed else "")
-            + f"; to run the changed study as a new one pass --name NEW_NAME (or move "
+            + (f"; changed: {'; '.join(changed)}; to resume it, set those back" if changed
+               else "")
+            + f"; to run the changed study as a new one, pass --name NEW_NAME (or move "
               f"{study_dir.root} away)")
-    if record is not None and plan.fused and record.get("groups"):
+    if record is not None and plan.fused:
         try:  # a study keeps its fused groups, whatever resources it resumes with
-            plan = plan.regrouped(record["groups"])
+            plan = plan.regrouped(record)
         except ConfigError as exc:
-            raise AblateError(f"study '{spec.name}' at {study_dir.root}: {exc}") from None
+            raise AblateError(f"study '{spec.name}': {exc} ({study_dir.root}/study.json); "
+                              f"restore that file from a backup, or run the study anew "
+                              f"under another --name") from None
     # Ray and the tracking store take seconds each to start: a study that will probably train
     # (it did not finish last time) starts Ray while the store opens in a thread.
     progress = study_dir.read_progress() or {}
@@ -209,10 +212,16 @@ def _start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
     from ablate.study.rungs import Rungs
 
     snapshot = study_dir.read_rungs()
-    rungs = plan.fresh_rungs()
+    fresh = rungs = plan.fresh_rungs()
+    assert fresh is not None  # member_rungs: ASHA
     if snapshot is not None:
         try:
             rungs = Rungs.from_json(snapshot)
+            if not rungs.same_schedule(fresh):
+                raise ValueError(f"milestones {list(rungs.milestones)}, reduction factor "
+                                 f"{rungs.reduction_factor:g}, sign {rungs.sign:g}; the spec "
+                                 f"gives {list(fresh.milestones)}, "
+                                 f"{fresh.reduction_factor:g}, {fresh.sign:g}")
         except ValueError as exc:
             raise AblateError(f"{study_dir.root}/rungs.json is not a snapshot of the study's "
                               f"ASHA rungs ({exc}); restore it from a backup, or run the study "
