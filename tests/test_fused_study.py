@@ -37,7 +37,8 @@ ASHA = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
 
 def write_study(directory: Path, name: str, fuse: bool | str, epochs: int = 2,
                 seeds: list[int] = SEEDS, scheduler: dict | None = None,
-                axes: dict | None = None, eval_every: int = 1) -> Path:
+                axes: dict | None = None, eval_every: int = 1,
+                fuse_members: int | str = 3) -> Path:
     """Two variants (full, no CoMo) × ``seeds``: 6 trials; fused, 2 Tune trials of 3 (whole
     groups: auto sizing would split them on CPU). Test scored every ``eval_every`` epochs."""
     spec = {"name": name, "dataset": "synthetic", "base": "full",
@@ -48,7 +49,7 @@ def write_study(directory: Path, name: str, fuse: bool | str, epochs: int = 2,
             "resources": {"cpu": 1, "gpu": 0}, "max_concurrent": 2}
     if fuse:
         spec["fuse"] = "seeds" if fuse is True else fuse
-        spec["fuse_members"] = 3
+        spec["fuse_members"] = fuse_members
     if scheduler:
         spec["scheduler"] = scheduler
     directory.mkdir(parents=True, exist_ok=True)
@@ -228,6 +229,27 @@ def test_trials_tune_asha_stops_report_test_scores_of_their_final_epoch(
     assert "6/6 trials done, 0 failed" in result.stdout
     finals = assert_test_scored_at_the_final_epoch(uri, "asha", {1, 2, 4})  # never at 3
     assert max(finals) == 4 and min(finals) < 4 and set(finals) <= {1, 2, 4}, finals
+
+
+def test_auto_sized_fused_study_with_asha_on_cpu(tmp_path: Path, local_ray) -> None:
+    """``fuse_members: auto`` on 2 CPU slots: each variant's 3 seeds become Tune trials of one
+    member (6 trials are too few to fuse without idling a slot), still stopped by the study's
+    own rungs, with test scores of each trial's final epoch."""
+    spec = write_study(tmp_path, "autoasha", fuse=True, epochs=4, scheduler=ASHA, eval_every=5,
+                       fuse_members="auto")
+    uri = TRACKING_STORES.new(tmp_path)
+    result = run_in_process(["run", str(spec), "--quiet"], tmp_path)
+    assert_ran(result, "ablate run autoasha")
+    assert "6/6 trials done, 0 failed" in result.stdout
+    root = tmp_path / "runs" / "autoasha"
+    groups = json.loads((root / "study.json").read_text())["groups"]
+    assert groups == {f"{variant}#{i + 1}": [f"{variant}/seed{seed}"]
+                      for variant in ("base", "como=none") for i, seed in enumerate(SEEDS)}
+    assert len(trial_dirs(root)) == 6
+    stopped = json.loads((root / "rungs.json").read_text())["stopped"]
+    assert_study_complete(uri, root, 4, stopped=stopped)
+    finals = assert_test_scored_at_the_final_epoch(uri, "autoasha", {1, 2, 4})
+    assert sorted(finals) == sorted(stopped.get(k, 4) for g in groups.values() for k in g)
 
 
 def test_fused_asha_study_killed_keeps_its_decisions(tmp_path: Path) -> None:

@@ -104,6 +104,7 @@ def test_changed_spec_is_refused(smoke_study: SmokeStudy) -> None:
     assert len(lines) == 1
     assert lines[0].startswith("error: study 'smoke' at ")
     assert "was created from a different plan" in lines[0] and "--name NEW_NAME" in lines[0]
+    assert "; changed: seeds: [0, 1] -> [0, 1, 2]; to resume it, set those back;" in lines[0]
 
 
 def _session_processes(session_id: int) -> dict[int, str]:
