@@ -106,14 +106,19 @@ class Plan:
         study with ASHA, whose Tune trials each train several planned trials."""
         return self.fused and self.spec.scheduler.type == "asha"
 
-    def fresh_rungs(self) -> Rungs | None:
-        """The study's ASHA rungs before any result (:mod:`ablate.study.rungs`, Tune's ASHA with
-        the spec's parameters), or None without the scheduler."""
+    def asha_schedule(self) -> tuple[int, int, int] | None:
+        """``(grace_period, max_t, reduction_factor)`` of the study's ASHA, as Tune's scheduler
+        and the study's own rungs both take them; None without the scheduler."""
         scheduler, epochs = self.spec.scheduler, self.base.train.epochs
         if scheduler.type != "asha":
             return None
-        return Rungs.asha(min(scheduler.grace_period, epochs), epochs,
-                          scheduler.reduction_factor, self.spec.mode)
+        return min(scheduler.grace_period, epochs), epochs, scheduler.reduction_factor
+
+    def fresh_rungs(self) -> Rungs | None:
+        """The study's ASHA rungs before any result (:mod:`ablate.study.rungs`, Tune's ASHA with
+        the spec's parameters), or None without the scheduler."""
+        schedule = self.asha_schedule()
+        return None if schedule is None else Rungs.asha(*schedule, self.spec.mode)
 
     @property
     def stop_epochs(self) -> frozenset[int]:

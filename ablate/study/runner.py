@@ -51,14 +51,15 @@ def _tune_setup(plan: Plan, keys: tuple[str, ...]):
     """(param_space, TuneConfig) for an ablation grid over ``keys``, or a search."""
     from ray import tune
 
-    spec, epochs = plan.spec, plan.base.train.epochs
+    spec = plan.spec
     scheduler = None
-    if spec.scheduler.type == "asha" and not plan.member_rungs:
+    schedule = plan.asha_schedule()
+    if schedule is not None and not plan.member_rungs:
         from ray.tune.schedulers import ASHAScheduler
 
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs,
-                                  grace_period=min(spec.scheduler.grace_period, epochs),
-                                  reduction_factor=spec.scheduler.reduction_factor)
+        grace_period, max_t, reduction_factor = schedule
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=grace_period,
+                                  reduction_factor=reduction_factor)
     if spec.search is None:
         unit, values = plan.units(keys)
         space = {unit: tune.grid_search(values)}
