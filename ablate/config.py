@@ -152,11 +152,25 @@ def is_fusable(key: str) -> bool:
     return any(key == allowed or key.startswith(f"{allowed}.") for allowed in FUSABLE)
 
 
+def _shared(config: TrialConfig) -> dict[str, Any]:
+    """The dotted keys and values of ``config`` that fused trials share (all but FUSABLE)."""
+    return {k: v for k, v in dotted(config.to_dict()).items() if not is_fusable(k)}
+
+
 def shared_part(config: TrialConfig) -> str:
     """What trials fused as one model must have in common (canonical JSON): equal for two
-    configs exactly when they may fuse."""
-    shared = {k: v for k, v in dotted(config.to_dict()).items() if not is_fusable(k)}
-    return json.dumps(shared, sort_keys=True, default=str)
+    configs exactly when they may fuse (:func:`unshared_keys` names what differs)."""
+    return json.dumps(_shared(config), sort_keys=True, default=str)
+
+
+def unshared_keys(first: TrialConfig, second: TrialConfig) -> list[str]:
+    """The dotted keys, sorted, that keep two configs from fusing: those outside
+    :data:`FUSABLE` whose values differ (or that only one of them has)."""
+    a, b = _shared(first), _shared(second)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, _MISSING) != b.get(k, _MISSING))
+
+
+_MISSING = object()
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,14 +18,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 
 import numpy as np
 
 T = TypeVar("T")
 
-METRICS = ("auc", "ap", "ap_sklearn")
+TestMetric = Literal["auc", "ap", "ap_sklearn"]
+ValidationMetric = Literal["val_auc", "val_ap"]
+Metric = Literal[ValidationMetric, TestMetric]
+"""What a study may rank, select and stop trials on: validation metrics, then test metrics."""
+Mode = Literal["max", "min"]
+
+METRICS: tuple[str, ...] = get_args(TestMetric)
 """The metrics :func:`evaluate` returns; a study ranks its trials by one of them."""
+
+TABLE_METRICS = METRICS[:2]
+"""What tables report: the frame-level test AUC and the field's AP, as papers report them
+(``ap_sklearn`` is recorded for reference only)."""
 
 EPOCH_METRICS = (*METRICS, "loss")
 """What a trial logs after every epoch: the metrics and the mean training loss."""
@@ -111,7 +121,7 @@ def curves(snippet_scores: Sequence[np.ndarray], frame_gt: np.ndarray,
     return Curves(fpr=fpr, tpr=tpr, precision=precision, recall=recall)
 
 
-VALIDATION_METRICS = ("val_auc", "val_ap")
+VALIDATION_METRICS: tuple[str, ...] = get_args(ValidationMetric)
 """Video-level metrics on the validation split: what searches and early stopping select on."""
 
 

@@ -14,7 +14,8 @@ Supported annotations:
 - ``float``: an int is accepted and converted; only finite values; a YAML 1.1 string in
   scientific notation (``1e-3``) is read as the float it means (:func:`yaml_float`);
 - ``Literal[...]``: one of the listed values;
-- ``X | None``;
+- unions (``X | None``, ``int | Literal["auto"]``): the first alternative the value's type
+  fits;
 - ``list[X]``, ``Sequence[X]`` (returned as a list) and ``tuple[X, ...]`` (as a tuple); a list of
   a ``Literal`` is a non-empty subset of its choices, returned in declared order so that two
   spellings of one subset compare equal;
@@ -86,15 +87,14 @@ def check(annotation: Any, value: Any, path: str) -> Any:
     """
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not _NONE]
-        if len(inner) != 1 or len(args) != 2:
-            raise TypeError(f"{path}: unsupported annotation {annotation!r}")
-        if value is None:
+        if value is None and _NONE in args:
             return None
-        try:
-            return check(inner[0], value, path)
-        except _WrongType:
-            raise _WrongType(str(type_error(path, describe(annotation), value))) from None
+        for alternative in (a for a in args if a is not _NONE):
+            try:  # the first alternative the value's type fits; a bad value of it is an error
+                return check(alternative, value, path)
+            except _WrongType:
+                continue
+        raise _WrongType(str(type_error(path, describe(annotation), value)))
     if origin is typing.Literal:
         # Compare types too: True == 1, but a bool is not the choice 1.
         if any(value == a and type(value) is type(a) for a in args):

@@ -20,7 +20,7 @@ from ablate.train.trainer import _as_float
 
 def small_trial(device: str, store: Path) -> tuple[float, float]:
     from ablate.data import load
-    from ablate.train.resume import run_trial
+    from ablate.train.driver import run_trial
 
     config = resolve_trial_config(apply_overrides(load_raw_config("full"),
                                                   {"train.device": device}))

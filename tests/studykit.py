@@ -295,6 +295,15 @@ def assert_gone(processes: dict[int, str], within: float) -> None:
 
 # -- the study directory --------------------------------------------------------------------
 
+def write_study_json(storage: Path | str, study: str, body: Any) -> Path:
+    """Writes ``body`` as the study's ``study.json`` as it is (a record as a user or an older
+    ablate may leave it, sound or not)."""
+    path = Path(storage) / study / "study.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=2, sort_keys=True))  # as ablate writes it
+    return path
+
+
 def trial_dirs(study_root: Path) -> list[Path]:
     return sorted(p for p in (study_root / "tune").glob("train_trial_*") if p.is_dir())
 
@@ -333,6 +342,16 @@ def latest_experiment_state(study_root: Path) -> list[dict[str, Any]]:
 
 
 # -- MLflow ---------------------------------------------------------------------------------
+
+def study_tracker(tracking_uri: str, study: str, spec_hash: str) -> Any:
+    """The writer ``ablate run`` uses for a study, on a new or existing store."""
+    from ablate.tracking.connect import connect
+    from ablate.tracking.runs import chosen_trial_runs
+    from ablate.tracking.study import StudyTracker
+
+    tracker = connect(tracking_uri)
+    return StudyTracker(tracker, study, spec_hash, chosen_trial_runs(tracker, study))
+
 
 def trial_runs(tracking_uri: str, study: str) -> list[Any]:
     from mlflow import MlflowClient

@@ -272,3 +272,57 @@ def test_no_module_over_the_line_limit() -> None:
                     + "\n".join(f"  {p}: {n} lines" for p, n in
                                 sorted(long.items(), key=lambda item: -item[1])),
                     pytrace=False)
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_over_the_line_limit() -> None:
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"  {path.relative_to(PACKAGE.parent)}:{node.lineno} "
+                                f"{node.name}: {lines} lines")
+    if long:
+        pytest.fail(f"{len(long)} function(s) of ablate over {MAX_FUNCTION_LINES} lines:\n"
+                    + "\n".join(long), pytrace=False)
+
+
+def _external_imports(path: Path) -> list[tuple[str, int, bool]]:
+    """(top-level package, line, inside a function) of every import in a module."""
+    found = []
+
+    def visit(node: ast.AST, lazy: bool) -> None:
+        if isinstance(node, ast.Import):
+            found.extend((a.name.split(".")[0], node.lineno, lazy) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.append((node.module.split(".")[0], node.lineno, lazy))
+        for child in ast.iter_child_nodes(node):
+            visit(child, lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
+
+    visit(ast.parse(path.read_text()), False)
+    return found
+
+
+def test_mlflow_is_imported_by_the_tracking_package_only() -> None:
+    outside = [f"{path.relative_to(PACKAGE.parent)}:{line}"
+               for path in sorted(PACKAGE.rglob("*.py"))
+               if path.parent.name != "tracking"
+               for package, line, _ in _external_imports(path) if package == "mlflow"]
+    assert outside == [], f"mlflow imported outside ablate/tracking/: {outside}"
+
+
+def test_the_study_model_knows_neither_the_engine_nor_tracking() -> None:
+    """ablate/study/ says what a study is; running it (Ray) and recording it (MLflow) build on
+    it, never the other way round. Ray appears only lazily, where a scheduler hands Tune its
+    own scheduler object."""
+    edges = [e for e in import_graph() if e.source.startswith("ablate.study")
+             and e.target.split(".")[1] in ("engine", "tracking", "report", "cli")]
+    assert edges == [], [str(e) for e in edges]
+    eager_ray = [f"{path.name}:{line}" for path in sorted((PACKAGE / "study").glob("*.py"))
+                 for package, line, lazy in _external_imports(path)
+                 if package in ("ray", "mlflow") and not lazy]
+    assert eager_ray == [], eager_ray

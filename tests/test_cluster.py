@@ -44,7 +44,7 @@ from tests.studykit import (
     write_spec,
 )
 
-EPOCHS = 4  # long enough to remove a node between a trial's first checkpoint and its end
+EPOCHS = 12  # long enough to remove a node between a trial's first checkpoint and its end
 STUDY = "cluster"
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ablate.study.context import RUNNING, TERMINATED, StudyContext
+from ablate.engine.context import StudyContext
 from ablate.study.plan import GROUP_KEY, build_plan
+from ablate.study.record import DONE, RUNNING
 from ablate.study.spec import parse_spec
 from ablate.study.storage import StudyDir
 
@@ -27,7 +28,7 @@ def test_progress_counts_running_members_and_their_tune_trials(
                else [{"trial_key": key} for key in plan.keys])
     for i, config in enumerate(configs[:3]):
         for member in ctx.members(f"t{i}", config):  # the first done, the next two running
-            ctx.rows[member.row_id].status = TERMINATED if i == 0 else RUNNING
+            ctx.update(member, state=DONE if i == 0 else RUNNING)
     ctx.progress(force=True)
     done = len(plan.members(configs[0]))
     assert f"trials {done}/8 done, {running} 0 failed" in capsys.readouterr().err

@@ -82,7 +82,7 @@ class Study:
 
 def assert_no_scratch_left(processes: dict[int, str]) -> None:
     """The killed trial workers' checkpoint scratch directories were swept by the rerun."""
-    from ablate.study.trainable import SCRATCH_PREFIX
+    from ablate.engine.trainable import SCRATCH_PREFIX
 
     left = [p for pid in processes
             for p in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{pid}-*")]
@@ -194,7 +194,7 @@ def test_killed_after_the_last_trial_finished(tmp_path: Path, cache: Path) -> No
 
 
 def test_scratch_of_dead_trial_processes_is_swept(tmp_path: Path) -> None:
-    from ablate.study.trainable import SCRATCH_PREFIX, sweep_stale_scratch
+    from ablate.engine.trainable import SCRATCH_PREFIX, sweep_stale_scratch
 
     gone = subprocess.Popen(["true"])
     gone.wait()  # reaped: its pid names no process

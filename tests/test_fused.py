@@ -29,8 +29,8 @@ import torch
 from ablate.config import TrialConfig, apply_overrides, load_raw_config, resolve_trial_config
 from ablate.data import FeatureDataset, load
 from ablate.errors import AblateError
-from ablate.train.fused import FusedTrainer, check_fusable, run_fused
-from ablate.train.resume import run_trial
+from ablate.train.driver import run_fused, run_trial
+from ablate.train.fused import FusedTrainer, check_fusable
 from ablate.train.trainer import Trainer
 
 METRIC_TOL = 1e-5

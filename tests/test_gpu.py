@@ -9,7 +9,7 @@ import torch
 
 from ablate.config import apply_overrides, load_raw_config, resolve_trial_config
 from ablate.data import load
-from ablate.train.resume import run_trial
+from ablate.train.driver import run_trial
 from ablate.train.trainer import Trainer
 
 pytestmark = [

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from ablate.engine.adopt import plan_attempt
+from ablate.engine.tunestate import TuneState, checkpoints_of, tune_state
 from ablate.errors import AblateError
-from ablate.study.adopt import plan_attempt
 from ablate.study.plan import Plan, build_plan
 from ablate.study.spec import parse_spec
-from ablate.study.tunestate import TuneState, checkpoints_of, tune_state
 
 ABLATION = {"name": "ident", "base": "full", "seeds": [0, 1],
             "ablation": {"design": "leave_one_out", "axes": {"model.como.type": ["none"]}}}
@@ -89,18 +89,20 @@ def test_tune_state_is_read_without_unpickling(tmp_path: Path) -> None:
 def tracked(tracking_uri: str):
     """An MLflow study with base/seed0 FINISHED and como=none/seed0 cut short after 2 epochs."""
     from ablate.study.identity import TrialIdentity
-    from ablate.study.tracking import StudyTracker, connect, trial_runs
+    from ablate.tracking.connect import connect
+    from ablate.tracking.runs import chosen_trial_runs
+    from ablate.tracking.study import StudyTracker
 
     client = connect(tracking_uri)
-    tracker = StudyTracker(client, "ident", "hash")
+    tracker = StudyTracker(client, "ident", "hash", {})
     done = tracker.child(TrialIdentity("base/seed0", "base", 0, "h0"), "t0", {"seed": 0})
     tracker.log_epochs(done, [{"epoch": e, "loss": 1.0 / e} for e in (1, 2, 3)])
-    tracker.finish(done, {})
+    tracker.finish(done, [])
     cut = tracker.child(TrialIdentity("como=none/seed0", "como=none", 0, "h1"), "t1",
                         {"seed": 0})
     tracker.log_epochs(cut, [{"epoch": e, "loss": 1.0 / e} for e in (1, 2)])
     tracker.stop(cut, "KILLED")
-    return client, trial_runs(client, "ident"), cut
+    return client, chosen_trial_runs(client, "ident"), cut
 
 
 def test_lost_ray_state_adopts_finished_and_resumes_covered_trials(tracked,

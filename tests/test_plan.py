@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from ablate.errors import AblateError
 from ablate.models import build_model, build_objective
 from ablate.study import plan as plan_module
 from ablate.study import variants as variants_module
-from ablate.study.plan import build_plan, changed_keys
+from ablate.study.plan import build_plan
+from ablate.study.record import StudyRecord
 from ablate.study.spec import parse_spec
 
 STUDY = {"name": "plan", "base": "full", "seeds": [0, 1],
@@ -57,18 +59,18 @@ def test_hash_covers_resolved_configs_not_raw_spelling() -> None:
     spelled = build_plan(parse_spec({**STUDY, "overrides": {"train.epochs": default}}))
     changed = build_plan(parse_spec({**STUDY, "overrides": {"train.epochs": default + 1}}))
     assert plain.hash == spelled.hash != changed.hash
-    assert changed_keys(plain.record(), changed)[0] == (
+    assert _record(plain).changes_to(changed)[0] == (
         f"base: train.epochs {default!r} -> {default + 1!r}")
 
 
 def test_a_changed_code_default_is_refused_on_resume_naming_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ablate.study.runner import run_study
+    from ablate.engine.runner import run_study
     from ablate.study.storage import StudyDir
 
     before = build_plan(parse_spec(STUDY))
     directory = StudyDir.at(str(tmp_path / "runs"), "plan")
-    directory.write_record({"name": "plan", "spec_hash": before.hash, **before.record()})
+    directory.write_record(_record(before))
 
     real = variants_module.resolve_trial_config
 
@@ -94,19 +96,20 @@ def test_a_changed_selection_is_named() -> None:
     """Keys of the spec that select trials or how they run, not their configs: more seeds, or
     fusing, change the plan while every variant's config stays as it was."""
     before = build_plan(parse_spec(STUDY))
-    record = {"spec": before.spec.identity(), **before.record()}
+    record = _record(before)
     after = build_plan(parse_spec({**STUDY, "seeds": [0, 1, 2], "fuse": "seeds"}))
-    assert changed_keys(record, after) == ["fuse: 'none' -> 'seeds'",
-                                           "seeds: [0, 1] -> [0, 1, 2]"]
-    assert changed_keys(record, before) == []
+    assert record.changes_to(after) == ["fuse: 'none' -> 'seeds'", "seeds: [0, 1] -> [0, 1, 2]"]
+    assert record.changes_to(before) == []
 
 
 def test_record_names_each_trials_variant_and_seed() -> None:
-    record = build_plan(parse_spec(STUDY)).record()
+    record = _record(build_plan(parse_spec(STUDY))).to_json()
     assert record["trials"][:2] == [{"key": "base/seed0", "variant": "base", "seed": 0},
                                     {"key": "base/seed1", "variant": "base", "seed": 1}]
     assert set(record["configs"]) == {"base", "como.relations=context",
                                       "como.relations=motion"}
+    assert StudyRecord.from_json(record, "study.json") == _record(build_plan(parse_spec(STUDY)),
+                                                                  created=record["created"])
 
 
 def test_search_trials_resolve_once_per_sampled_config() -> None:
@@ -141,7 +144,7 @@ def test_fused_groups_share_one_model(fuse: str, groups: dict[str, list[str]]) -
             "model.como.type": ["none"], "train.lr": [3e-4], "loss.rd_weight": [0.5]}}}))
     found = {name: [t.key for t in members] for name, members in plan.groups.items()}
     assert found == groups
-    assert plan.record()["groups"] == groups
+    assert _record(plan).to_json()["groups"] == groups
     assert plan.units(plan.keys) == (GROUP_KEY, list(groups))
     assert plan.units(["como=none/seed1"]) == (GROUP_KEY, ["como=none"])
     for name, members in plan.groups.items():
@@ -150,7 +153,8 @@ def test_fused_groups_share_one_model(fuse: str, groups: dict[str, list[str]]) -
     unfused = build_plan(parse_spec({"name": "g", "base": "full", "seeds": [0, 1],
                                      "ablation": {"design": "leave_one_out",
                                                   "axes": {"model.como.type": ["none"]}}}))
-    assert not unfused.fused and unfused.groups == {} and "groups" not in unfused.record()
+    assert not unfused.fused and unfused.groups == {}
+    assert "groups" not in _record(unfused).to_json()
 
 
 FUSED = {"name": "g", "base": "full", "seeds": [0, 1, 2, 3, 4], "fuse": "seeds",
@@ -185,22 +189,23 @@ def test_a_resumed_study_keeps_its_recorded_groups() -> None:
     on_gpus = build_plan(parse_spec({**FUSED, "resources": {"cpu": 1, "gpu": 0.5}}))
     on_cpu = build_plan(parse_spec(FUSED))
     assert on_gpus.hash == on_cpu.hash and len(on_gpus.groups) != len(on_cpu.groups)
-    resumed = on_cpu.regrouped(on_gpus.record())
+    resumed = on_cpu.regrouped(_record(on_gpus).groups)
     assert resumed.groups == on_gpus.groups and resumed.hash == on_cpu.hash
     assert resumed.members({"group_key": "base"}) == on_gpus.groups["base"]
-    assert on_gpus.regrouped(on_cpu.record()).groups == on_cpu.groups
-    legacy = {k: v for k, v in on_gpus.record().items() if k != "groups"}
-    assert on_cpu.regrouped(legacy).groups == on_gpus.groups
-    recorded = on_gpus.record()["groups"]
+    assert on_gpus.regrouped(_record(on_cpu).groups).groups == on_cpu.groups
+    assert on_cpu.regrouped(None).groups == on_gpus.groups  # a record from before groups
+    recorded = _record(on_gpus).groups
+    assert recorded is not None
     with pytest.raises(AblateError, match="exactly once"):
-        on_cpu.regrouped({"groups": {**recorded, "base": recorded["base"][:-1]}})
+        on_cpu.regrouped({**recorded, "base": recorded["base"][:-1]})
     mixed = {"a": recorded["base"][:1] + recorded["como=none"][:1],
              "b": recorded["base"][1:] + recorded["como=none"][1:]}
     with pytest.raises(AblateError, match="'a' mixes models"):
-        on_cpu.regrouped({"groups": mixed})
+        on_cpu.regrouped(mixed)
+    body = _record(on_gpus).to_json()
     for damaged in (list(recorded), {"base": "base/seed0"}, {"base": [0, 1]}):
         with pytest.raises(AblateError, match="not a mapping of group names to lists of trial"):
-            on_cpu.regrouped({"groups": damaged})
+            StudyRecord.from_json({**body, "groups": damaged}, "study.json")
 
 
 def test_compatible_parts_are_named_after_their_own_variants() -> None:
@@ -217,12 +222,12 @@ def test_compatible_parts_are_named_after_their_own_variants() -> None:
 
 @pytest.mark.parametrize("settings, problem", [
     ({"fuse": "none", "fuse_members": 2}, "applies to fused studies"),
-    ({"fuse_members": 0}, "expected auto or an integer >= 1, got 0"),
-    ({"fuse_members": "all"}, "expected auto or an integer >= 1, got 'all'"),
-    ({"fuse_members": True}, "expected auto or an integer >= 1, got True"),
+    ({"fuse_members": 0}, "must be >= 1, got 0"),
+    ({"fuse_members": "all"}, "expected int or one of auto, got str ('all')"),
+    ({"fuse_members": True}, "expected int or one of auto, got bool (True)"),
 ])
 def test_bad_fuse_members_is_refused(settings: dict, problem: str) -> None:
-    with pytest.raises(AblateError, match=f"fuse_members: {problem}"):
+    with pytest.raises(AblateError, match=re.escape(f"fuse_members: {problem}")):
         parse_spec({**FUSED, **settings})
 
 
@@ -230,3 +235,9 @@ def test_fuse_members_given_is_part_of_the_plan_hash() -> None:
     auto = build_plan(parse_spec(FUSED)).hash
     assert build_plan(parse_spec({**FUSED, "fuse_members": "auto"})).hash == auto
     assert build_plan(parse_spec({**FUSED, "fuse_members": 2})).hash != auto
+
+
+def _record(plan, created: float | None = None) -> StudyRecord:
+    """The record a study of ``plan`` writes when it first runs."""
+    record = StudyRecord.of_plan(plan, "synthetic", "sha")
+    return record if created is None else dataclasses.replace(record, created=created)

@@ -1,7 +1,7 @@
 """``ablate report`` and ``ablate ui`` on real SQLite MLflow stores.
 
 The studies here are written with the same tracker ``ablate run`` uses
-(:class:`ablate.study.tracking.StudyTracker`) and a ``study.json`` like the one it writes, with
+(:class:`ablate.tracking.study.StudyTracker`) and a ``study.json`` like the one it writes, with
 chosen metrics, so the report's numbers can be checked by hand and the tests stay fast. The
 end-to-end run of ``search_spaces/smoke.yaml`` is in ``test_report_smoke.py`` (slow).
 """
@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 from ablate.cli import cli
+from tests.studykit import study_tracker, write_study_json
 
 TEST_VIDEOS = {"test_000": 5, "test_001": 32, "test_002": 70}  # snippets per test video
 NOISE = [0.004, -0.003, 0.002, -0.001, 0.003]
@@ -89,11 +90,9 @@ def write_study(env: Env, name: str, trials: list[Trial], *,
     ``planned``: the (variant, seed) of every planned trial; by default those of ``trials``.
     """
     from ablate.study.identity import TrialIdentity
-    from ablate.study.storage import StudyDir
-    from ablate.study.tracking import StudyTracker, connect
 
     spec_hash = f"hash-{name}"
-    tracker = StudyTracker(connect(env.uri), name, spec_hash)
+    tracker = study_tracker(env.uri, name, spec_hash)
     tracker.start_study({"spec_hash": spec_hash, "design": "grid", "dataset": str(env.dataset),
                          "seeds": sorted({t.seed for t in trials}), "source": "",
                          "trials": len(planned) if planned else len(trials)})
@@ -110,14 +109,14 @@ def write_study(env: Env, name: str, trials: list[Trial], *,
              "loss": 1.0 / e} for e in range(1, t.epochs + 1)])
         if t.status == "FINISHED":
             longest = max(u.epochs for u in trials)  # a scheduler stopped the shorter ones
-            tracker.finish(run_id, {"scores": _scores_file(scratch / run_id, t.seed)},
+            tracker.finish(run_id, [("scores", _scores_file(scratch / run_id, t.seed))],
                            tags={"ablate.final_epoch": str(t.epochs),
                                  "ablate.stopped_early": str(t.epochs < longest).lower()})
         elif t.status == "FAILED":
-            tracker.client.set_terminated(run_id, status="FAILED")
+            tracker.stop(run_id, "FAILED")
     tracker.end_study("FINISHED")
     if record:
-        StudyDir.at(str(env.storage), name).write_record({
+        write_study_json(str(env.storage), name, {
             "name": name, "spec_hash": spec_hash, "dataset": str(env.dataset),
             "spec": {"base_name": base_name, "metric": "auc", "mode": "max", "search": search,
                      "seeds": sorted({t.seed for t in trials}), "design": "grid"},
@@ -400,18 +399,17 @@ def test_without_study_record(env: Env, tmp_path: Path):
 
 
 def test_record_of_another_spec_or_without_base(env: Env, tmp_path: Path):
-    from ablate.study.storage import StudyDir
 
     other = {"name": "norec", "dataset": str(env.dataset), "trials": [],
              "spec": {"base_name": "ref", "metric": "auc", "mode": "max", "search": None}}
-    StudyDir.at(str(tmp_path / "a"), "norec").write_record({**other, "spec_hash": "changed"})
+    write_study_json(str(tmp_path / "a"), "norec", {**other, "spec_hash": "changed"})
     result = report(env, "norec", tmp_path / "out-a", "--storage", str(tmp_path / "a"))
     assert result.exit_code == 0, result.output
     assert (f"note: {tmp_path}/a/norec/study.json belongs to another spec (hash changed, MLflow "
             f"has hash-norec); ignored: planned trials are unknown\n") in result.stderr
     assert _by_variant(tmp_path / "out-a")["full"]["p_auc"] == 1.0  # the default base
 
-    StudyDir.at(str(tmp_path / "b"), "norec").write_record({**other, "spec_hash": "hash-norec"})
+    write_study_json(str(tmp_path / "b"), "norec", {**other, "spec_hash": "hash-norec"})
     result = report(env, "norec", tmp_path / "out-b", "--storage", str(tmp_path / "b"))
     assert result.exit_code == 0, result.output
     assert ("note: no base variant 'ref' among the finished runs; deltas are left out (the "
@@ -422,7 +420,6 @@ def test_record_of_another_spec_or_without_base(env: Env, tmp_path: Path):
 
 def test_variants_come_from_the_record_and_the_run_tags_not_the_trial_keys(env: Env,
                                                                             tmp_path: Path):
-    from ablate.study.storage import StudyDir
 
     # Keys without "variant/seed" in them: only the record and the tags say what they are.
     trials = [Trial(f"run-{s}", "full", s, 0.8 + 0.01 * s, 0.5) for s in (0, 1)]
@@ -431,7 +428,7 @@ def test_variants_come_from_the_record_and_the_run_tags_not_the_trial_keys(env: 
               "spec": {"base_name": "full", "metric": "auc", "mode": "max", "search": None},
               "trials": [*({"key": t.key, "variant": t.variant, "seed": t.seed} for t in trials),
                          {"key": "planned-only", "variant": "clav=none", "seed": 0}]}
-    StudyDir.at(str(tmp_path / "new"), "keys").write_record(record)
+    write_study_json(str(tmp_path / "new"), "keys", record)
     result = report(env, "keys", tmp_path / "out", "--storage", str(tmp_path / "new"))
     assert result.exit_code == 0, result.output
     assert "missing 1 trial(s):\n  planned-only " in result.stderr
@@ -440,8 +437,7 @@ def test_variants_come_from_the_record_and_the_run_tags_not_the_trial_keys(env: 
     assert rows["full"]["seeds"] == [0, 1] and rows["clav=none"]["n"] == 0
 
     # A record that lists trials as bare keys (an older ablate) is refused, not parsed.
-    StudyDir.at(str(tmp_path / "old"), "keys").write_record(
-        {**record, "trials": [t.key for t in trials]})
+    write_study_json(str(tmp_path / "old"), "keys", {**record, "trials": [t.key for t in trials]})
     result = report(env, "keys", tmp_path / "out-old", "--storage", str(tmp_path / "old"))
     assert result.exit_code == 1
     assert result.stderr.startswith(
@@ -624,20 +620,22 @@ def test_ui_serves_the_store_on_loopback(env: Env, ablate_exe: str):
 def test_ui_opens_a_study_on_its_trials_with_their_metrics(tmp_path: Path, ablate_exe: str):
     """The MLflow UI itself, in Chromium: the link `ablate ui` prints opens the study on its
     training runs (not MLflow's GenAI overview), with run names and the auc/ap columns."""
+    from mlflow import MlflowClient
+
     from ablate.study.identity import TrialIdentity
-    from ablate.study.mlflow_view import view_state
-    from ablate.study.tracking import EXPERIMENT_KIND, StudyTracker, connect
+    from ablate.tracking.study import EXPERIMENT_KIND
+    from ablate.tracking.view import view_state
 
     chromium = _chromium()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = connect(uri)
-    tracker = StudyTracker(client, "uiview", "hash")
+    client = MlflowClient(uri)
+    tracker = study_tracker(uri, "uiview", "hash")
     tracker.start_study({"design": "grid"}, view=view_state("auc", "max"))
     for i, (variant, auc) in enumerate([("full", 0.8123), ("como=none", 0.7456)]):
         run_id = tracker.child(TrialIdentity(f"{variant}/seed0", variant, 0, f"h{i}"), f"t{i}",
                                {"seed": 0})
         tracker.log_epochs(run_id, [{"epoch": 1, "auc": auc, "ap": auc - 0.3, "loss": 0.5}])
-        tracker.finish(run_id, {}, tags={"ablate.final_epoch": "1"})
+        tracker.finish(run_id, [], tags={"ablate.final_epoch": "1"})
     tracker.end_study("FINISHED")
     experiment = client.get_experiment_by_name("uiview")
     assert experiment.tags[EXPERIMENT_KIND[0]] == "custom_model_development"

@@ -7,15 +7,14 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from ablate.cli import cli
+from tests.studykit import study_tracker, write_study_json
 
 
 def _write_study(root: Path, name: str, select_on_test: bool) -> str:
     from ablate.study.identity import TrialIdentity
-    from ablate.study.storage import StudyDir
-    from ablate.study.tracking import StudyTracker, connect
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    tracker = StudyTracker(connect(uri), name, f"hash-{name}")
+    tracker = study_tracker(uri, name, f"hash-{name}")
     tracker.start_study({"spec_hash": f"hash-{name}", "design": "grid", "trials": 4})
     planned = []
     for i, (variant, seed) in enumerate([(v, s) for v in ("full", "clav=none") for s in (0, 1)]):
@@ -29,9 +28,9 @@ def _write_study(root: Path, name: str, select_on_test: bool) -> str:
             row |= {"gate_abnormal": 0.6 + 0.1 * seed, "gate_normal": 0.2,
                     "como.context_motion.entropy": 0.9, "como.context_motion.temperature": 2.0}
         tracker.log_epochs(run_id, [row])
-        tracker.finish(run_id, {})
+        tracker.finish(run_id, [])
     tracker.end_study("FINISHED")
-    StudyDir.at(str(root / "runs"), name).write_record({
+    write_study_json(str(root / "runs"), name, {
         "name": name, "spec_hash": f"hash-{name}", "dataset": str(root / "nodata"),
         "spec": {"base_name": "full", "metric": "auc" if select_on_test else "val_auc",
                  "mode": "max", "search": None, "seeds": [0, 1], "design": "grid",

@@ -93,9 +93,9 @@ def test_a_missing_metric_records_nothing() -> None:
 ])
 def test_a_damaged_snapshot_is_refused_naming_the_problem(body: object, problem: str,
                                                           tmp_path) -> None:
+    from ablate.engine.tune_setup import start_rungs
     from ablate.errors import AblateError
     from ablate.study.plan import build_plan
-    from ablate.study.runner import _start_rungs
     from ablate.study.spec import parse_spec
     from ablate.study.storage import StudyDir
 
@@ -109,14 +109,14 @@ def test_a_damaged_snapshot_is_refused_naming_the_problem(body: object, problem:
     study_dir.write_rungs(body)
     with pytest.raises(AblateError, match=f"rungs.json is not a snapshot of the study's ASHA "
                                           f"rungs \\({problem}.*; restore it"):
-        _start_rungs(plan, study_dir)  # before any Ray actor is started
+        start_rungs(plan, study_dir)  # before any Ray actor is started
 
 
 def test_a_snapshot_of_other_rungs_is_refused(tmp_path) -> None:
     """A readable snapshot whose schedule is not the one the study's spec gives now."""
+    from ablate.engine.tune_setup import start_rungs
     from ablate.errors import AblateError
     from ablate.study.plan import build_plan
-    from ablate.study.runner import _start_rungs
     from ablate.study.spec import parse_spec
     from ablate.study.storage import StudyDir
 
@@ -124,10 +124,10 @@ def test_a_snapshot_of_other_rungs_is_refused(tmp_path) -> None:
         "name": "r", "base": "full", "seeds": [0, 1], "fuse": "seeds",
         "overrides": {"train.epochs": 16}, "scheduler": {"type": "asha", "grace_period": 2},
         "ablation": {"design": "leave_one_out", "axes": {"model.como.type": ["none"]}}}))
-    assert plan.fresh_rungs().same_schedule(Rungs.asha(2, 16, 2, "max"))
-    assert not plan.fresh_rungs().same_schedule(Rungs.asha(1, 8, 2, "max"))
+    assert plan.member_rungs().same_schedule(Rungs.asha(2, 16, 2, "max"))
+    assert not plan.member_rungs().same_schedule(Rungs.asha(1, 8, 2, "max"))
     study_dir = StudyDir.at(str(tmp_path), "r")
     study_dir.write_rungs(Rungs.asha(1, 8, 2, "max").to_json())
     with pytest.raises(AblateError, match=r"milestones \[8, 4, 2, 1\], reduction factor 2, "
                                           r"sign 1; the spec gives \[16, 8, 4, 2\], 2, 1"):
-        _start_rungs(plan, study_dir)
+        start_rungs(plan, study_dir)

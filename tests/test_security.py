@@ -246,8 +246,8 @@ def test_local_ray_starts_without_a_dashboard(tmp_path: Path, cache: Path, track
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
+    from ablate.engine.runner import run_study
     from ablate.study.plan import build_plan
-    from ablate.study.runner import run_study
     from ablate.study.spec import load_spec
 
     class Started(Exception):

@@ -232,16 +232,17 @@ def test_enumerations_are_the_field_annotations() -> None:
 
     from ablate.metrics import METRICS as TEST_METRICS
     from ablate.metrics import VALIDATION_METRICS
+    from ablate.study import schedulers
     from ablate.study import spec as module
 
     hints = typing.get_type_hints(module.StudySpec)
     assert typing.get_args(hints["design"]) == module.DESIGNS
     assert typing.get_args(hints["mode"]) == module.MODES
-    assert typing.get_args(hints["metric"]) == module.METRICS
-    # The metric names are ablate.metrics' names; the Literal spells them out for readers.
-    assert module.METRICS == (*VALIDATION_METRICS, *TEST_METRICS)
-    assert typing.get_args(typing.get_type_hints(module.SchedulerSpec)["type"]) == (
-        module.SCHEDULERS)
+    # The metric names are ablate.metrics' names: validation, then test.
+    assert typing.get_args(hints["metric"]) == module.METRICS == (*VALIDATION_METRICS,
+                                                                  *TEST_METRICS)
+    assert typing.get_args(typing.get_type_hints(schedulers.SchedulerSpec)["type"]) == (
+        schedulers.SCHEDULERS) == tuple(schedulers.SCHEDULES)
     assert typing.get_args(typing.get_type_hints(module.SearchSpec)["algorithm"]) == (
         module.ALGORITHMS)
     assert typing.get_args(typing.get_type_hints(module.Distribution)["kind"]) == (

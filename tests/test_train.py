@@ -12,7 +12,7 @@ from ablate.cli import cli
 from ablate.config import apply_overrides, load_raw_config, resolve_trial_config
 from ablate.data import load
 from ablate.errors import ConfigError
-from ablate.train.resume import run_trial
+from ablate.train.driver import run_trial
 
 
 def _config(preset: str = "full", **overrides: object):

@@ -80,9 +80,19 @@ def test_a_list_of_choices_is_a_non_empty_subset_named_after_its_key() -> None:
 
 
 def test_unsupported_annotations_are_a_programming_error() -> None:
-    for annotation in (dict[str, int], int | str, tuple[int, str], object):
+    for annotation in (dict[str, int], tuple[int, str], object, int | object):
         with pytest.raises(TypeError, match="unsupported annotation"):
-            check(annotation, 1, "k")
+            check(annotation, "1", "k")
+
+
+def test_a_union_takes_the_first_alternative_the_value_fits() -> None:
+    from typing import Literal
+
+    assert check(int | Literal["auto"], "auto", "k") == "auto"
+    assert check(int | Literal["auto"], 3, "k") == 3
+    assert _error(int | Literal["auto"], "all", "k") == (
+        "k: expected int or one of auto, got str ('all')")
+    assert check(float | None, None, "k") is None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from ablate.cli import cli
 from tests.conftest import run_cli
-from tests.studykit import write_spec
+from tests.studykit import study_tracker, write_spec, write_study_json
 
 
 def _invoke(*args: str):
@@ -132,10 +132,9 @@ def test_a_study_record_that_is_not_one_is_one_line(tmp_path: Path, body: str) -
 # -- refusals leave nothing behind --------------------------------------------------------------
 
 def test_a_changed_spec_refused_by_mlflow_writes_no_study_directory(tmp_path: Path) -> None:
-    from ablate.study.tracking import StudyTracker, connect
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    StudyTracker(connect(uri), "changed", "0123456789ab")  # the study, under another spec
+    study_tracker(uri, "changed", "0123456789ab")  # the study, under another spec
     spec = write_spec(tmp_path, "changed")
     fresh = tmp_path / "fresh"
     result = _invoke("run", str(spec), "--storage", str(fresh), "--tracking-uri", uri)
@@ -147,9 +146,8 @@ def test_a_changed_spec_refused_by_mlflow_writes_no_study_directory(tmp_path: Pa
 
 
 def test_status_of_a_search_counts_its_planned_trials(tmp_path: Path) -> None:
-    from ablate.study.storage import StudyDir
 
-    StudyDir.at(str(tmp_path), "hpo").write_record({
+    write_study_json(str(tmp_path), "hpo", {
         "name": "hpo", "spec_hash": "abc", "trials": [], "dataset": "synthetic",
         "spec": {"search": {"algorithm": "optuna", "num_samples": 16, "space": {}},
                  "seeds": [0, 1]}})

@@ -25,7 +25,7 @@ EXPOSED = ("warning: --host {host} makes the MLflow UI reachable from other mach
 
 def _check_store(uri: str) -> None:
     """A SQLite store must exist: MLflow would create an empty one, leaving a stray file."""
-    from ablate.study.tracking import sqlite_path
+    from ablate.tracking.uri import sqlite_path
 
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
@@ -54,22 +54,23 @@ def report(study: str, out: Path | None, tracking_uri: str | None, storage: str,
     from ablate.report.publish import ARTIFACT_PATH, log_report, write_report
     from ablate.report.render.terminal import summary, warnings
     from ablate.report.scores import read_best_scores
-    from ablate.study.tracking import connect, resolve_tracking_uri
+    from ablate.tracking.connect import connect
+    from ablate.tracking.uri import resolve_tracking_uri
 
     study_name(study, "STUDY")
     uri = resolve_tracking_uri(tracking_uri)
     _check_store(uri)
-    client = connect(uri)
-    runs = collect(client, study, storage)
-    best_scores, score_notes = read_best_scores(client, runs)
-    result = build_report(runs, metric_histories(client, runs.finished, runs.metric),
+    tracker = connect(uri)
+    runs = collect(tracker, study, storage)
+    best_scores, score_notes = read_best_scores(tracker, runs)
+    result = build_report(runs, metric_histories(tracker, runs.finished, runs.metric),
                           best_scores, score_notes, n_boot=n_boot, seed=seed)
     target = out if out is not None else Path(DEFAULT_DASHBOARDS) / study
     try:
         files = write_report(result, target)
     except OSError as exc:
         raise AblateError(CANNOT_WRITE.format(path=target, problem=exc.strerror or exc)) from None
-    log_report(client, result, target, files)
+    log_report(tracker, result, target, files)
 
     for line in summary(result):
         click.echo(line)
@@ -86,14 +87,13 @@ def report(study: str, out: Path | None, tracking_uri: str | None, storage: str,
 def study_links(uri: str, base: str) -> list[tuple[str, str]]:
     """``(study, link)`` of every study in the store that has a prepared view (its trials with
     their metric columns); a store that cannot be read lists none, the UI will say why."""
-    from ablate.study.mlflow_view import VIEW_TAG, view_url
+    from ablate.tracking.connect import connect
+    from ablate.tracking.runs import STUDY
+    from ablate.tracking.view import VIEW_TAG, view_url
 
     try:
-        from mlflow import MlflowClient
-
-        experiments = MlflowClient(uri).search_experiments(
-            filter_string="tags.`ablate.study` != ''", max_results=1000)
-    except Exception:  # MLflow raises many types for a store it cannot read
+        experiments = connect(uri).experiments(STUDY)
+    except Exception:  # a store it cannot read: the UI says why
         return []
     return sorted((e.name, view_url(base, e.experiment_id)) for e in experiments
                   if VIEW_TAG in e.tags)
@@ -121,7 +121,7 @@ def _port_free(host: str, port: int) -> bool:
               help="Server worker processes (one is plenty for a single user).")
 def ui(port: int, host: str, tracking_uri: str | None, workers: int) -> None:
     """Start the MLflow UI on the study tracking store (Ctrl-C stops it)."""
-    from ablate.study.tracking import resolve_tracking_uri
+    from ablate.tracking.uri import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     _check_store(uri)  # else an empty store and a UI with nothing in it

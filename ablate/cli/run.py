@@ -12,7 +12,9 @@ import click
 from ablate.errors import AblateError
 
 if TYPE_CHECKING:
+    from ablate.engine.runner import StudyOutcome
     from ablate.study.plan import Plan
+    from ablate.study.spec import StudySpec
 
 DEFAULT_STORAGE = "runs"
 INTERRUPTED = "interrupted: study '{name}' stopped{done}; run the same command to resume"
@@ -25,12 +27,12 @@ RUN_ENVIRONMENT = {"TUNE_GLOBAL_CHECKPOINT_S": "2", "RAY_AIR_NEW_OUTPUT": "0",
 
 def use_cluster_token(address: str | None) -> None:
     """Sends Ray's token when the cluster at ``address`` checks one (see
-    :func:`ablate.study.raycluster.token_check`); an explicit ``RAY_AUTH_MODE`` is left alone.
+    :func:`ablate.engine.raycluster.token_check`); an explicit ``RAY_AUTH_MODE`` is left alone.
 
     Raises:
         AblateError: The cluster checks a token this machine does not have.
     """
-    from ablate.study.raycluster import RAY_TOKEN, TokenCheck, token_check
+    from ablate.engine.raycluster import RAY_TOKEN, TokenCheck, token_check
 
     if not address or address in ("local", "auto") or "RAY_AUTH_MODE" in os.environ:
         return
@@ -101,7 +103,7 @@ def run(spec_file: Path, dry_run: bool, storage: str, tracking_uri: str | None,
         address: str | None, name: str | None, quiet: bool) -> None:
     """Run, or resume, the study SPEC_FILE (e.g. search_spaces/como.yaml)."""
     from ablate.cli.stop import graceful_stop
-    from ablate.study.tracking import resolve_tracking_uri
+    from ablate.tracking.uri import resolve_tracking_uri
 
     plan = load_plan(spec_file, name)
     spec = plan.spec
@@ -115,7 +117,7 @@ def run(spec_file: Path, dry_run: bool, storage: str, tracking_uri: str | None,
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     use_cluster_token(address or os.environ.get("RAY_ADDRESS"))
-    from ablate.study.runner import run_study
+    from ablate.engine.runner import run_study
 
     uri = resolve_tracking_uri(tracking_uri)
     with graceful_stop() as stop:
@@ -133,18 +135,18 @@ def run(spec_file: Path, dry_run: bool, storage: str, tracking_uri: str | None,
         raise SystemExit(1)
 
 
-def _summary(spec, outcome) -> None:
-    from ablate.study.context import SHOWN
+def _summary(spec: StudySpec, outcome: StudyOutcome) -> None:
+    from ablate.metrics import TABLE_METRICS
 
     rows = outcome.rows
     width = max([len("variant")] + [len(r.variant) for r in rows])
     click.echo("")
-    click.echo(f"{'variant':<{width}}  {'seed':>4}  {'epochs':>6}  {'auc':>7}  {'ap':>7}  status")
+    click.echo(f"{'variant':<{width}}  {'seed':>4}  {'epochs':>6}  "
+               + "  ".join(f"{m:>7}" for m in TABLE_METRICS) + "  status")
     for r in rows:
-        auc = f"{r.metrics['auc']:.4f}" if "auc" in r.metrics else "-"
-        ap = f"{r.metrics['ap']:.4f}" if "ap" in r.metrics else "-"
-        click.echo(f"{r.variant:<{width}}  {r.seed:>4}  {r.epoch:>6}  {auc:>7}  {ap:>7}  "
-                   f"{SHOWN.get(r.status, r.status.lower())}")
+        values = "  ".join(f"{r.metrics[m]:>7.4f}" if m in r.metrics else f"{'-':>7}"
+                           for m in TABLE_METRICS)
+        click.echo(f"{r.variant:<{width}}  {r.seed:>4}  {r.epoch:>6}  {values}  {r.state}")
     minutes = outcome.seconds / 60
     click.echo(f"\nstudy '{spec.name}': {outcome.done}/{outcome.total} trials done, "
                f"{outcome.failed} failed "

@@ -30,8 +30,9 @@ def train(config_or_preset: str, data_dir: Path | None, out_dir: Path, seed: int
     )
     from ablate.data import load
     from ablate.data.synth import default_store
+    from ablate.metrics import METRICS, TABLE_METRICS, VALIDATION_METRICS
+    from ablate.train.driver import run_trial
     from ablate.train.outputs import write_trial_outputs
-    from ablate.train.resume import run_trial
 
     overrides = dict(parse_set_option(item) for item in sets)
     if seed is not None:
@@ -47,7 +48,8 @@ def train(config_or_preset: str, data_dir: Path | None, out_dir: Path, seed: int
     def report(result) -> None:
         m = result.metrics
         shown = [f"loss {m['loss']:.4f}"]
-        shown += [f"{name} {m[name]:.4f}" for name in ("val_auc", "auc", "ap") if name in m]
+        shown += [f"{name} {m[name]:.4f}" for name in (VALIDATION_METRICS[0], *TABLE_METRICS)
+                  if name in m]
         click.echo(f"epoch {result.epoch:>3}/{total}  {'  '.join(shown)}  "
                    f"({result.seconds:.1f}s)")
 
@@ -57,8 +59,9 @@ def train(config_or_preset: str, data_dir: Path | None, out_dir: Path, seed: int
     if not trainer.last_scores:  # resumed an already finished trial: score it again
         trainer.evaluate()
     final = trainer.history[-1]
-    metrics = {"auc": final["auc"], "ap": final["ap"], "ap_sklearn": final["ap_sklearn"],
-               "epochs": trainer.epoch, "history": trainer.history}
+    metrics = {**{name: final[name] for name in METRICS}, "epochs": trainer.epoch,
+               "history": trainer.history}
     write_trial_outputs(out_dir, trainer)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    click.echo(f"done: auc {final['auc']:.4f}  ap {final['ap']:.4f}  -> {out_dir}/metrics.json")
+    values = "  ".join(f"{name} {final[name]:.4f}" for name in TABLE_METRICS)
+    click.echo(f"done: {values}  -> {out_dir}/metrics.json")

@@ -261,12 +261,61 @@ def import_features(
     collect = _rtfm_videos if layout == "rtfm" else _wu_videos
     train = collect(train_list, finder)
     test = collect(test_list, finder)
+    shapes, crops, dim = _headers(train + test, layout)
+    frames = _ground_truth(gt, sum(shapes[v.video_id] for v in test))
+    train_labels, rule = _train_labels(train, train_list, test, num_abnormal)
+    source = {
+        "kind": layout,
+        "train_list": str(train_list.resolve()),
+        "test_list": str(test_list.resolve()),
+        "gt": str(gt.resolve()),
+        "feature_root": str(root.resolve()) if root is not None else None,
+        "train_labels": rule,
+        "test_labels": "any abnormal frame in the gt",
+    }
+    with StoreWriter(out, dim=dim, crops=crops, dtype=dtype, name=name, source=source,
+                     overwrite=overwrite) as writer:
+        _write_videos(writer, layout, train, train_labels, test, frames, shapes, gt, progress)
+    return Path(out)
 
-    # Headers first: shapes must agree across all videos.
+
+def _write_videos(writer: StoreWriter, layout: str, train: list[_Video], train_labels: list[int],
+                  test: list[_Video], frames: np.ndarray, shapes: dict[str, int], gt: Path,
+                  progress: Progress | None) -> None:
+    """Adds the train videos, then the test videos with their slices of the ground truth."""
+    total = len(train) + len(test)
+    done = 0
+    for video, label in zip(train, train_labels, strict=True):
+        writer.add_video(video.video_id, "train", label, class_from_name(video.video_id, label),
+                         _features(video, layout), origin=str(video.files[0]))
+        done += 1
+        if progress is not None:
+            progress(done, total)
+    offset = 0
+    for video in test:
+        length = FRAMES_PER_SNIPPET * shapes[video.video_id]
+        labels = np.asarray(frames[offset : offset + length])
+        offset += length
+        if not np.isin(labels, (0, 1)).all():
+            wrong = labels[~np.isin(labels, (0, 1))][0]
+            raise DataError(str(gt), f"frame labels must be 0 or 1, found {wrong}",
+                            video.video_id)
+        label = int(labels.any())
+        writer.add_video(video.video_id, "test", label, class_from_name(video.video_id, label),
+                         _features(video, layout), labels.astype(np.uint8),
+                         origin=str(video.files[0]))
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+
+def _headers(videos: list[_Video], layout: str) -> tuple[dict[str, int], int, int]:
+    """Every video's snippet count from its file headers, checked to agree on crops and
+    dimension: ``(snippets by video id, crops, dim)``."""
     shapes: dict[str, int] = {}
     crops = dim = None
     first: Path | None = None
-    for video in train + test:
+    for video in videos:
         snippets, video_crops, video_dim = _shape(video, layout)
         if crops is None:
             crops, dim, first = video_crops, video_dim, video.files[0]
@@ -279,68 +328,38 @@ def import_features(
             raise DataError(str(video.files[0]), "no snippets (T = 0)")
         shapes[video.video_id] = snippets
     assert crops is not None and dim is not None
+    return shapes, crops, dim
 
+
+def _ground_truth(gt: Path, test_snippets: int) -> np.ndarray:
+    """The frame-level ground truth, checked to cover 16 frames per test snippet."""
     if not gt.is_file():
         raise DataError(str(gt), "ground-truth file not found")
     frames = _open(gt).reshape(-1)
-    test_snippets = sum(shapes[v.video_id] for v in test)
     needed = FRAMES_PER_SNIPPET * test_snippets
     if len(frames) != needed:
         raise DataError(str(gt), f"gt has {len(frames)} frames, test list needs "
                         f"{FRAMES_PER_SNIPPET} × {test_snippets} snippets = {needed}")
+    return frames
 
-    xd_style = any("_label_" in v.video_id for v in train + test)
+
+def _train_labels(train: list[_Video], train_list: Path, test: list[_Video],
+                  num_abnormal: int | None) -> tuple[list[int], str]:
+    """The train videos' labels and the rule that gave them (an abnormal-first count, else
+    the videos' names)."""
     if num_abnormal is not None:
         if not 0 <= num_abnormal <= len(train):
             raise AblateError(f"--num-abnormal {num_abnormal} is outside 0..{len(train)} "
                               "(the train list's length)")
-        train_labels = [int(i < num_abnormal) for i in range(len(train))]
-        rule = f"first {num_abnormal} train videos abnormal"
-    else:
-        train_labels = [video_label_from_name(v.video_id, xd_style) for v in train]
-        rule = "'_label_A' marks normal" if xd_style else "'Normal' in the name marks normal"
-        if train and len(set(train_labels)) == 1:
-            kind = "abnormal" if train_labels[0] else "normal"
-            raise AblateError(
-                f"every train video in {train_list} is {kind} by its name ({rule}); for a "
-                "list ordered abnormal-first pass --num-abnormal N (ShanghaiTech: 63)"
-            )
-
-    source = {
-        "kind": layout,
-        "train_list": str(train_list.resolve()),
-        "test_list": str(test_list.resolve()),
-        "gt": str(gt.resolve()),
-        "feature_root": str(root.resolve()) if root is not None else None,
-        "train_labels": rule,
-        "test_labels": "any abnormal frame in the gt",
-    }
-    total = len(train) + len(test)
-    with StoreWriter(out, dim=dim, crops=crops, dtype=dtype, name=name, source=source,
-                     overwrite=overwrite) as writer:
-        done = 0
-        for video, label in zip(train, train_labels, strict=True):
-            writer.add_video(video.video_id, "train", label,
-                             class_from_name(video.video_id, label),
-                             _features(video, layout), origin=str(video.files[0]))
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        offset = 0
-        for video in test:
-            length = FRAMES_PER_SNIPPET * shapes[video.video_id]
-            labels = np.asarray(frames[offset : offset + length])
-            offset += length
-            if not np.isin(labels, (0, 1)).all():
-                wrong = labels[~np.isin(labels, (0, 1))][0]
-                raise DataError(str(gt), f"frame labels must be 0 or 1, found {wrong}",
-                                video.video_id)
-            label = int(labels.any())
-            writer.add_video(video.video_id, "test", label,
-                             class_from_name(video.video_id, label),
-                             _features(video, layout), labels.astype(np.uint8),
-                             origin=str(video.files[0]))
-            done += 1
-            if progress is not None:
-                progress(done, total)
-    return Path(out)
+        return ([int(i < num_abnormal) for i in range(len(train))],
+                f"first {num_abnormal} train videos abnormal")
+    xd_style = any("_label_" in v.video_id for v in train + test)
+    labels = [video_label_from_name(v.video_id, xd_style) for v in train]
+    rule = "'_label_A' marks normal" if xd_style else "'Normal' in the name marks normal"
+    if train and len(set(labels)) == 1:
+        kind = "abnormal" if labels[0] else "normal"
+        raise AblateError(
+            f"every train video in {train_list} is {kind} by its name ({rule}); for a "
+            "list ordered abnormal-first pass --num-abnormal N (ShanghaiTech: 63)"
+        )
+    return labels, rule

@@ -96,30 +96,10 @@ def scan_features(
         parquet = pq.ParquetFile(Path(store) / FEATURES)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(FEATURES, f"not a readable Parquet file ({one_line(exc)})") from None
+    rows = _Rows(videos, width)
     with contextlib.ExitStack() as stack:
         stack.enter_context(parquet)
-        schema = parquet.schema_arrow
-        for name in ("video_id", "snippet", "feature"):
-            if name not in schema.names:
-                raise DataError(FEATURES, f"missing column {name!r}")
-        feature_type = schema.field("feature").type
-        if pa.types.is_fixed_size_list(feature_type) and feature_type.list_size != width:
-            raise DataError(FEATURES, f"feature list size {feature_type.list_size}, expected "
-                            f"crops × dim = {crops} × {dim} = {width}")
-        if not (pa.types.is_fixed_size_list(feature_type) or pa.types.is_list(feature_type)
-                or pa.types.is_large_list(feature_type)):
-            raise DataError(FEATURES, f"column 'feature' is {feature_type}, expected a list of "
-                            f"{dtype}")
-        if feature_type.value_type != pa.from_numpy_dtype(dtype):
-            raise DataError(FEATURES, f"feature values are {feature_type.value_type}, the "
-                            f"manifest says {dtype}")
-
-        total = videos.total_snippets
-        ends = videos.starts + videos.num_snippets
-        counts = np.zeros(len(videos.ids), dtype=np.int64)
-        mismatch: tuple[int, int, int] | None = None  # (row, video, snippet) of the first
-        bad_video, bad_count = -1, 0
-        row = 0
+        _check_schema(parquet.schema_arrow, crops, dim, dtype)
         prefetch = ThreadPoolExecutor(1, thread_name_prefix="ablate-parquet")
         stack.callback(prefetch.shutdown, cancel_futures=True)
         if parquet.num_row_groups:
@@ -133,62 +113,109 @@ def scan_features(
             if group + 1 < parquet.num_row_groups:
                 # Decode the next row group (pyarrow releases the GIL) while this one is checked.
                 upcoming = prefetch.submit(parquet.read_row_group, group + 1)
-            n = len(table)
-            video = _video_positions(required_column(table, FEATURES, "video_id"), videos)
-            snippet = np.asarray(required_column(table, FEATURES, "snippet").to_numpy(),
-                                 dtype=np.int64)
-            feature = _checked_feature(table.column("feature"), width, videos, video)
-            values = feature.flatten().to_numpy(zero_copy_only=True).reshape(n, width)
-
-            bad = nonfinite_per_row(values)
-            if bad is not None and bad_video < 0:
-                bad_video = int(video[np.flatnonzero(bad)[0]])
-            if bad_video >= 0:
-                # Count over the whole video, which may continue in the next row group.
-                if bad is not None:
-                    bad_count += int(bad[video == bad_video].sum())
-                if n == 0 or video[-1] != bad_video:
-                    raise DataError(FEATURES, f"{bad_count} NaN/Inf values in features",
-                                    videos.ids[bad_video])
-
-            counts += np.bincount(video, minlength=len(counts))
-            if mismatch is None:
-                positions = np.arange(row, row + n)
-                expected = np.searchsorted(ends, positions, side="right")
-                in_range = expected < len(counts)
-                expected_snippet = positions - videos.starts[np.minimum(expected,
-                                                                        len(counts) - 1)]
-                wrong = ~in_range | (expected != video) | (expected_snippet != snippet)
-                if wrong.any():
-                    first = int(np.flatnonzero(wrong)[0])
-                    mismatch = (row + first, int(video[first]), int(snippet[first]))
+            feature = rows.check(table)
             if sink is not None:
                 sink(feature)
-            row += n
             if progress is not None:
-                progress(row, total)
-        if bad_video >= 0:
-            raise DataError(FEATURES, f"{bad_count} NaN/Inf values in features",
-                            videos.ids[bad_video])
+                progress(rows.row, videos.total_snippets)
+        rows.check_values_end()
+    rows.check_order()
+    return rows.row
 
-    for position, video in enumerate(videos.ids):
-        if counts[position] == 0:
-            raise DataError(FEATURES, "listed in videos.parquet but has no feature rows", video)
-    for position, video in enumerate(videos.ids):
-        if counts[position] != videos.num_snippets[position]:
-            raise DataError(FEATURES, f"{counts[position]} feature rows, but videos.parquet "
-                            f"says num_snippets = {videos.num_snippets[position]}", video)
-    if mismatch is not None:
-        at, video, snippet = mismatch
-        expected = int(np.searchsorted(ends, at, side="right"))
-        raise DataError(
-            FEATURES,
-            f"row {at} holds snippet {snippet}, expected snippet "
-            f"{at - videos.starts[expected]} of video {videos.ids[expected]} "
-            "(rows must follow videos.parquet order, snippets 0..T-1)",
-            videos.ids[video],
-        )
-    return row
+
+def _check_schema(schema: pa.Schema, crops: int, dim: int, dtype: np.dtype) -> None:
+    """The columns of ``features.parquet`` and the type of its feature lists."""
+    width = crops * dim
+    for name in ("video_id", "snippet", "feature"):
+        if name not in schema.names:
+            raise DataError(FEATURES, f"missing column {name!r}")
+    feature_type = schema.field("feature").type
+    if pa.types.is_fixed_size_list(feature_type) and feature_type.list_size != width:
+        raise DataError(FEATURES, f"feature list size {feature_type.list_size}, expected "
+                        f"crops × dim = {crops} × {dim} = {width}")
+    if not (pa.types.is_fixed_size_list(feature_type) or pa.types.is_list(feature_type)
+            or pa.types.is_large_list(feature_type)):
+        raise DataError(FEATURES, f"column 'feature' is {feature_type}, expected a list of "
+                        f"{dtype}")
+    if feature_type.value_type != pa.from_numpy_dtype(dtype):
+        raise DataError(FEATURES, f"feature values are {feature_type.value_type}, the "
+                        f"manifest says {dtype}")
+
+
+class _Rows:
+    """What a scan has seen of ``features.parquet``'s rows, one row group at a time: feature
+    rows per video, the first row out of order, and the first video with NaN/Inf values (its
+    count spans the row groups it continues into)."""
+
+    def __init__(self, videos: VideoTable, width: int) -> None:
+        self.videos = videos
+        self.width = width
+        self.ends = videos.starts + videos.num_snippets
+        self.counts = np.zeros(len(videos.ids), dtype=np.int64)
+        self.mismatch: tuple[int, int, int] | None = None  # (row, video, snippet) of the first
+        self.bad_video, self.bad_count = -1, 0
+        self.row = 0
+
+    def check(self, table: pa.Table) -> pa.FixedSizeListArray:
+        """Checks one row group; returns its feature column."""
+        videos, n = self.videos, len(table)
+        video = _video_positions(required_column(table, FEATURES, "video_id"), videos)
+        snippet = np.asarray(required_column(table, FEATURES, "snippet").to_numpy(),
+                             dtype=np.int64)
+        feature = _checked_feature(table.column("feature"), self.width, videos, video)
+        values = feature.flatten().to_numpy(zero_copy_only=True).reshape(n, self.width)
+
+        bad = nonfinite_per_row(values)
+        if bad is not None and self.bad_video < 0:
+            self.bad_video = int(video[np.flatnonzero(bad)[0]])
+        if self.bad_video >= 0:
+            # Count over the whole video, which may continue in the next row group.
+            if bad is not None:
+                self.bad_count += int(bad[video == self.bad_video].sum())
+            if n == 0 or video[-1] != self.bad_video:
+                self.check_values_end()
+
+        self.counts += np.bincount(video, minlength=len(self.counts))
+        if self.mismatch is None:
+            positions = np.arange(self.row, self.row + n)
+            expected = np.searchsorted(self.ends, positions, side="right")
+            in_range = expected < len(self.counts)
+            expected_snippet = positions - videos.starts[np.minimum(expected,
+                                                                    len(self.counts) - 1)]
+            wrong = ~in_range | (expected != video) | (expected_snippet != snippet)
+            if wrong.any():
+                first = int(np.flatnonzero(wrong)[0])
+                self.mismatch = (self.row + first, int(video[first]), int(snippet[first]))
+        self.row += n
+        return feature
+
+    def check_values_end(self) -> None:
+        """Fails on the video with NaN/Inf values, once its rows are all counted."""
+        if self.bad_video >= 0:
+            raise DataError(FEATURES, f"{self.bad_count} NaN/Inf values in features",
+                            self.videos.ids[self.bad_video])
+
+    def check_order(self) -> None:
+        """Every video has exactly its rows, in ``videos.parquet`` order, snippets 0..T-1."""
+        videos, counts = self.videos, self.counts
+        for position, video in enumerate(videos.ids):
+            if counts[position] == 0:
+                raise DataError(FEATURES, "listed in videos.parquet but has no feature rows",
+                                video)
+        for position, video in enumerate(videos.ids):
+            if counts[position] != videos.num_snippets[position]:
+                raise DataError(FEATURES, f"{counts[position]} feature rows, but videos.parquet "
+                                f"says num_snippets = {videos.num_snippets[position]}", video)
+        if self.mismatch is not None:
+            at, video, snippet = self.mismatch
+            expected = int(np.searchsorted(self.ends, at, side="right"))
+            raise DataError(
+                FEATURES,
+                f"row {at} holds snippet {snippet}, expected snippet "
+                f"{at - videos.starts[expected]} of video {videos.ids[expected]} "
+                "(rows must follow videos.parquet order, snippets 0..T-1)",
+                videos.ids[video],
+            )
 
 
 def _video_positions(column: pa.ChunkedArray, videos: VideoTable) -> np.ndarray:

@@ -149,9 +149,38 @@ class StoreWriter:
         """
         if self._done:
             raise AblateError("StoreWriter is closed; no more videos can be added")
-        feat_file = origin or FEATURES
-        labels_file = origin or FRAME_LABELS
-        meta_file = origin or VIDEOS
+        self._check_metadata(video_id, split, label, class_name, origin or VIDEOS)
+        rows = self._rows_of(video_id, features, origin or FEATURES)
+        snippets = len(rows)
+        if split == "test":
+            self._frame_labels.append(
+                (video_id, _test_frames(video_id, frame_labels, snippets, origin or FRAME_LABELS)))
+        elif frame_labels is not None:
+            raise DataError(
+                origin or FRAME_LABELS, "frame labels given for a train video (the store keeps "
+                "them for test videos only)", video_id,
+            )
+
+        if split == "test":
+            self._saw_test = True
+        elif self._saw_test:
+            self._interleaved = True
+        self._rows.append(video_id, 0, rows)
+        self._seen.add(video_id)
+        self._videos.append(
+            {
+                "video_id": video_id,
+                "split": split,
+                "label": int(label),
+                "class_name": class_name,
+                "num_snippets": snippets,
+                "num_frames": FRAMES_PER_SNIPPET * snippets,
+                "crops": self.crops,
+            }
+        )
+
+    def _check_metadata(self, video_id: str, split: str, label: int, class_name: str,
+                        meta_file: str) -> None:
         if not isinstance(video_id, str) or not video_id or "\n" in video_id:
             raise DataError(meta_file, f"video id must be a non-empty one-line string, got "
                             f"{video_id!r}")
@@ -166,6 +195,8 @@ class StoreWriter:
             raise DataError(meta_file, f"class_name must be a non-empty string, got "
                             f"{class_name!r}", video_id)
 
+    def _rows_of(self, video_id: str, features: np.ndarray, feat_file: str) -> np.ndarray:
+        """The video's features [crops, T, dim] as store rows [T, crops * dim], checked."""
         features = np.asarray(features)
         if features.ndim != 3 or features.shape[0] != self.crops or features.shape[2] != self.dim:
             raise DataError(
@@ -189,45 +220,7 @@ class StoreWriter:
             after = "" if features.dtype == rows.dtype else f" (after conversion to {self.dtype})"
             raise DataError(feat_file, f"{int(bad.sum())} NaN/Inf values in features{after}",
                             video_id)
-
-        if split == "test":
-            if frame_labels is None:
-                raise DataError(labels_file, "test video has no frame labels", video_id)
-            frames = np.asarray(frame_labels).reshape(-1)
-            expected = FRAMES_PER_SNIPPET * snippets
-            if frames.size != expected:
-                raise DataError(
-                    labels_file,
-                    f"{frames.size} frame labels, expected {FRAMES_PER_SNIPPET} × {snippets} "
-                    f"snippets = {expected}",
-                    video_id,
-                )
-            if frames.size and not np.isin(frames, (0, 1)).all():
-                raise DataError(labels_file, "frame labels must be 0 or 1", video_id)
-            self._frame_labels.append((video_id, frames.astype(np.uint8)))
-        elif frame_labels is not None:
-            raise DataError(
-                labels_file, "frame labels given for a train video (the store keeps them for "
-                "test videos only)", video_id,
-            )
-
-        if split == "test":
-            self._saw_test = True
-        elif self._saw_test:
-            self._interleaved = True
-        self._rows.append(video_id, 0, rows)
-        self._seen.add(video_id)
-        self._videos.append(
-            {
-                "video_id": video_id,
-                "split": split,
-                "label": int(label),
-                "class_name": class_name,
-                "num_snippets": snippets,
-                "num_frames": FRAMES_PER_SNIPPET * snippets,
-                "crops": self.crops,
-            }
-        )
+        return rows
 
     # -- finishing ----------------------------------------------------------------------------
 
@@ -284,3 +277,22 @@ class StoreWriter:
         os.replace(self._tmp, self.out_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _test_frames(video_id: str, frame_labels: np.ndarray | None, snippets: int,
+                 labels_file: str) -> np.ndarray:
+    """A test video's frame labels, checked: 0/1, 16 per snippet."""
+    if frame_labels is None:
+        raise DataError(labels_file, "test video has no frame labels", video_id)
+    frames = np.asarray(frame_labels).reshape(-1)
+    expected = FRAMES_PER_SNIPPET * snippets
+    if frames.size != expected:
+        raise DataError(
+            labels_file,
+            f"{frames.size} frame labels, expected {FRAMES_PER_SNIPPET} × {snippets} "
+            f"snippets = {expected}",
+            video_id,
+        )
+    if frames.size and not np.isin(frames, (0, 1)).all():
+        raise DataError(labels_file, "frame labels must be 0 or 1", video_id)
+    return frames.astype(np.uint8)

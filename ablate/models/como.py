@@ -211,11 +211,8 @@ class CoMo(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if not relations or any(r not in RELATIONS for r in relations):
-            raise ValueError(
-                f"relations must be a non-empty subset of {tuple(RELATIONS)}, got {relations}"
-            )
-        # Canonical order, so that the same subset always builds the same layout.
+        # Canonical order (the registry's validator checked the subset), so that the same
+        # subset always builds the same layout.
         self.relations = [r for r in RELATIONS if r in relations]
         self.fusion = fusion
         self.context_window = context_window

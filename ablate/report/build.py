@@ -12,8 +12,8 @@ import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from ablate.metrics import METRIC_LABELS, VALIDATION_METRICS, curves, evaluate
-from ablate.report.collect import StudyRuns, TrialRun
+from ablate.metrics import METRIC_LABELS, TABLE_METRICS, VALIDATION_METRICS, curves, evaluate
+from ablate.report.collect import StudyRuns
 from ablate.report.model import (
     DiagnosticRow,
     Figure,
@@ -33,7 +33,8 @@ from ablate.report.search import (
     importances,
     search_keys,
 )
-from ablate.report.table import TABLE_METRICS, VariantRow, ablation_rows
+from ablate.report.table import VariantRow, ablation_rows
+from ablate.tracking.runs import TrialRun
 
 NO_BASE = ("no base variant '{base}' among the finished runs; deltas are left out (the spec's "
            "base_name names it)")

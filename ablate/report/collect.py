@@ -1,27 +1,24 @@
-"""Reading a study's runs back from MLflow for a report (only reads, so a report may run while
-the study does).
+"""Reading a study's runs back from the tracking store for a report (only reads, so a report may
+run while the study does).
 
-The layout is the one :mod:`ablate.study.tracking` writes: one experiment per study, a parent run
-tagged ``ablate.role=study``, one child run per trial tagged ``ablate.role=trial`` with
-``ablate.trial_key``, ``ablate.variant`` and ``ablate.seed``; final metrics are the latest values
-of the per-epoch metrics. ``study.json`` (:mod:`ablate.report.record`) adds the planned trials,
-the spec and a search's space; a report without it still works from MLflow alone, with defaults
-it names in its notes.
+The runs are parsed and chosen by :mod:`ablate.tracking.runs`, as the driver resuming a study
+chooses them. ``study.json`` (:class:`~ablate.study.record.StudyRecord`) adds the planned
+trials, the spec and a search's space; a report without it still works from the tracking store
+alone, with defaults it names in its notes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ablate.errors import AblateError
-from ablate.metrics import best_by, is_tracked
-from ablate.report.record import StudyRecord, read_record
-from ablate.study.tracking import search_all_runs
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
+from ablate.metrics import METRICS, best_by
+from ablate.study.record import StudyRecord
+from ablate.tracking.runs import TrialRun, choose, oldest, parent_runs, study_trial_runs
+from ablate.tracking.store import Tracker
 
 NO_EXPERIMENT = ("no MLflow experiment '{study}' in {uri}; run `ablate run SPEC` first, or pass "
                  "--tracking-uri (or MLFLOW_TRACKING_URI) of the store the study was run with")
@@ -29,35 +26,16 @@ DELETED_EXPERIMENT = ("MLflow experiment '{study}' is deleted; restore it with `
                       "experiments restore` to report it")
 NO_PARENT = ("MLflow experiment '{study}' has no study run (tag ablate.role=study); it was not "
              "written by `ablate run`")
-NO_IDENTITY = ("run {run_id} is tagged as a trial of '{study}' but has no valid {tags}; left out "
-               "(it was not written by `ablate run`)")
-IDENTITY_TAGS = ("ablate.trial_key", "ablate.variant", "ablate.seed")
-DUPLICATE_RUNS = "{key}: {count} finished runs; the latest ({run_id}) is used"
+DUPLICATE_RUNS = "{key}: {count} finished runs; the newest ({run_id}) is used"
+OTHER_RECORD = ("{path} belongs to another spec (hash {record}, MLflow has {parent}); ignored: "
+                "planned trials are unknown")
+NO_RECORD = ("no study.json at {path}; planned trials are unknown (pass --storage DIR of the "
+             "study to list missing ones)")
+UNREADABLE = "{path}: cannot be read ({problem}); planned trials are unknown"
 
-FINISHED = "FINISHED"
 FAILED_STATES = ("FAILED", "KILLED")
 DEFAULT_BASE_NAMES = ("full", "base")
-DEFAULT_METRIC = "auc"  # without study.json: the test AUC every trial logs
-
-
-@dataclass(frozen=True)
-class TrialRun:
-    """One child run: a trial's identity, state, parameters and final metrics."""
-
-    run_id: str
-    key: str
-    variant: str
-    seed: int
-    status: str
-    params: dict[str, str]
-    metrics: dict[str, float]
-    final_epoch: int | None = None
-    stopped_early: bool = False
-    end_time: int = 0
-
-    @property
-    def finished(self) -> bool:
-        return self.status == FINISHED
+DEFAULT_METRIC = METRICS[0]  # without study.json: the test AUC every trial logs
 
 
 @dataclass(frozen=True)
@@ -75,9 +53,9 @@ class StudyRuns:
     """Everything a report reads about one study's runs.
 
     Attributes:
-        name: The study name (also the MLflow experiment name).
+        name: The study name (also the experiment name).
         tracking_uri: The store it was read from.
-        experiment_id: The MLflow experiment.
+        experiment_id: The experiment.
         parent_run_id: The study's parent run (where the report is logged).
         parent_params: The parent run's parameters (spec_hash, design, dataset, trials, ...).
         record: ``study.json``, or None when absent or of another spec.
@@ -96,7 +74,7 @@ class StudyRuns:
 
     @property
     def spec(self) -> dict[str, Any]:
-        return self.record.spec if self.record is not None else {}
+        return dict(self.record.spec) if self.record is not None else {}
 
     @property
     def is_search(self) -> bool:
@@ -144,8 +122,8 @@ class StudyRuns:
 
     @property
     def finished(self) -> list[TrialRun]:
-        """One finished run per trial key (the latest where a key has several)."""
-        return sorted(_latest_finished(self.runs).values(),
+        """The run standing for each trial that finished (:func:`~ablate.tracking.runs.choose`)."""
+        return sorted((r for r in choose(self.runs).values() if r.finished),
                       key=lambda r: (r.variant, r.seed, r.key))
 
     @property
@@ -155,12 +133,12 @@ class StudyRuns:
 
     @property
     def planned_keys(self) -> list[str]:
-        return [t.key for t in self.record.planned] if self.record is not None else []
+        return [t.key for t in self.record.trials] if self.record is not None else []
 
     @property
     def planned_variants(self) -> list[str]:
         """Variants of the planned trials, in plan order (empty without a record)."""
-        planned = self.record.planned if self.record is not None else ()
+        planned = self.record.trials if self.record is not None else ()
         return list(dict.fromkeys(t.variant for t in planned))
 
     @property
@@ -176,65 +154,51 @@ class StudyRuns:
     def missing(self) -> list[MissingTrial]:
         """Planned trials without a finished run; for a search (no planned keys), the unfinished
         runs."""
-        done = {r.key for r in self.finished}
-        by_key: dict[str, TrialRun] = {}
-        for run in self.runs:
-            if not run.finished and run.key not in done:
-                if run.key not in by_key or run.end_time >= by_key[run.key].end_time:
-                    by_key[run.key] = run
-        keys = ([k for k in self.planned_keys if k not in done] if self.planned_keys
-                else sorted(by_key))
+        chosen = choose(self.runs)
+        keys = (self.planned_keys if self.planned_keys
+                else sorted(k for k, r in chosen.items() if not r.finished))
         out = []
         for key in keys:
-            run = by_key.get(key)
+            run = chosen.get(key)
             if run is None:
                 out.append(MissingTrial(key, "not started"))
-            else:
+            elif not run.finished:
                 state = "failed" if run.status in FAILED_STATES else "running"
                 out.append(MissingTrial(key, state, run.run_id))
         return out
 
 
-def _latest_finished(runs: Iterable[TrialRun]) -> dict[str, TrialRun]:
-    """The latest finished run of each trial key."""
-    latest: dict[str, TrialRun] = {}
-    for run in runs:
-        if run.finished and (run.key not in latest or run.end_time > latest[run.key].end_time):
-            latest[run.key] = run
-    return latest
+def read_record(storage: str, study: str, spec_hash: str | None,
+                notes: list[str]) -> StudyRecord | None:
+    """The study's record under ``storage``; None (with a note why) when it is absent, cannot be
+    read or belongs to another spec than the tracked study run's ``spec_hash``.
 
+    Raises:
+        AblateError: The file is not a study record, or a planned trial is not an object.
+    """
+    from ablate.study.storage import StudyDir
 
-def _bad_identity(tags: Mapping[str, str]) -> list[str]:
-    """The identity tags a child run lacks or holds malformed (a seed that is not an integer)."""
-    bad = [t for t in IDENTITY_TAGS if t not in tags]
+    directory = StudyDir.at(storage, study)
+    path = directory.record_path
     try:
-        int(tags.get("ablate.seed", "0"))
-    except ValueError:
-        bad.append("ablate.seed")
-    return bad
+        record = directory.read_record()
+    except (OSError, ValueError) as exc:  # an unreachable remote storage is not fatal here
+        notes.append(UNREADABLE.format(path=path, problem=exc))
+        return None
+    if record is None:
+        notes.append(NO_RECORD.format(path=path))
+        return None
+    if spec_hash and record.spec_hash != spec_hash:
+        notes.append(OTHER_RECORD.format(path=path, record=record.spec_hash, parent=spec_hash))
+        return None
+    return record
 
 
-def _trial_run(run: Any) -> TrialRun:
-    """The trial of a child run whose identity tags are sound (:func:`_bad_identity`)."""
-    tags = run.data.tags
-    try:
-        final_epoch: int | None = int(tags["ablate.final_epoch"])
-    except (KeyError, ValueError):
-        final_epoch = None
-    return TrialRun(
-        run_id=run.info.run_id, key=tags["ablate.trial_key"], variant=tags["ablate.variant"],
-        seed=int(tags["ablate.seed"]),
-        status=run.info.status, params=dict(run.data.params),
-        metrics={k: float(v) for k, v in run.data.metrics.items() if is_tracked(k)},
-        final_epoch=final_epoch, stopped_early=tags.get("ablate.stopped_early") == "true",
-        end_time=int(run.info.end_time or run.info.start_time or 0))
-
-
-def collect(client: MlflowClient, study: str, storage: str) -> StudyRuns:
+def collect(tracker: Tracker, study: str, storage: str) -> StudyRuns:
     """Reads a study's parent run, child runs and ``study.json``.
 
     Args:
-        client: A connected client (:func:`ablate.study.tracking.connect`).
+        tracker: A connected tracking store (:func:`ablate.tracking.connect.connect`).
         study: The study name.
         storage: Where ``ablate run`` kept the study (``STORAGE/STUDY/study.json``).
 
@@ -242,54 +206,30 @@ def collect(client: MlflowClient, study: str, storage: str) -> StudyRuns:
         AblateError: No such experiment, or it has no study run; ``study.json`` is not a study
             record, or lists a trial that is not a ``{key, variant, seed}`` object.
     """
-    uri = client.tracking_uri
-    experiment = client.get_experiment_by_name(study)
+    from ablate.tracking.runs import SPEC_HASH
+
+    experiment = tracker.experiment(study)
     if experiment is None:
-        raise AblateError(NO_EXPERIMENT.format(study=study, uri=uri))
-    if experiment.lifecycle_stage == "deleted":
+        raise AblateError(NO_EXPERIMENT.format(study=study, uri=tracker.uri))
+    if experiment.deleted:
         raise AblateError(DELETED_EXPERIMENT.format(study=study))
-    eid = experiment.experiment_id
-    parents = search_all_runs(client, eid, "tags.`ablate.role` = 'study'")
+    parents = parent_runs(tracker, experiment)
     if not parents:
         raise AblateError(NO_PARENT.format(study=study))
-    # The tracker reuses the first study run it finds; search order is newest first, so the
-    # oldest is the one every resume wrote to.
-    parent = min(parents, key=lambda r: r.info.start_time or 0)
-    children = search_all_runs(
-        client, eid, f"tags.`ablate.role` = 'trial' and tags.`ablate.study` = '{study}'")
-    notes: list[str] = []
-    record = read_record(storage, study, parent.data.tags.get("ablate.spec_hash"), notes)
-    trials = []
-    for child in children:
-        bad = _bad_identity(child.data.tags)
-        if bad:
-            notes.append(NO_IDENTITY.format(run_id=child.info.run_id, study=study,
-                                            tags=", ".join(bad)))
-        else:
-            trials.append(_trial_run(child))
-    counts: dict[str, int] = {}
-    for run in trials:
-        if run.finished:
-            counts[run.key] = counts.get(run.key, 0) + 1
-    chosen = _latest_finished(trials)
+    parent = oldest(parents)  # the one every resume wrote to
+    trials, notes = study_trial_runs(tracker, experiment, study)
+    record = read_record(storage, study, parent.tags.get(SPEC_HASH), notes)
+    counts = Counter(run.key for run in trials if run.finished)
+    chosen = choose(trials)
     notes += [DUPLICATE_RUNS.format(key=key, count=n, run_id=chosen[key].run_id)
               for key, n in sorted(counts.items()) if n > 1]
-    return StudyRuns(name=study, tracking_uri=uri, experiment_id=eid,
-                     parent_run_id=parent.info.run_id, parent_params=dict(parent.data.params),
-                     record=record, runs=tuple(trials), notes=tuple(notes))
+    return StudyRuns(name=study, tracking_uri=tracker.uri,
+                     experiment_id=experiment.experiment_id, parent_run_id=parent.run_id,
+                     parent_params=dict(parent.params), record=record, runs=tuple(trials),
+                     notes=tuple(notes))
 
 
-def metric_history(client: MlflowClient, run_id: str, metric: str) -> dict[int, float]:
-    """``{epoch: value}`` of one run's per-epoch metric (the last value logged per step)."""
-    history: dict[int, tuple[int, float]] = {}
-    for m in client.get_metric_history(run_id, metric):
-        if m.step not in history or m.timestamp >= history[m.step][0]:
-            history[m.step] = (m.timestamp, float(m.value))
-    return {step: value for step, (_, value) in sorted(history.items())}
-
-
-def metric_histories(client: MlflowClient, runs: Iterable[TrialRun],
+def metric_histories(tracker: Tracker, runs: Iterable[TrialRun],
                      metric: str) -> dict[str, dict[int, float]]:
     """``{run_id: {epoch: value}}`` of ``metric`` for each of ``runs``."""
-    return {r.run_id: metric_history(client, r.run_id, metric) for r in runs}
-
+    return {r.run_id: tracker.metric_history(r.run_id, metric) for r in runs}

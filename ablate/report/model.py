@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ablate.metrics import Curves
-    from ablate.report.collect import MissingTrial, TrialRun
+    from ablate.report.collect import MissingTrial
     from ablate.report.search import ConfigRow
     from ablate.report.table import VariantRow
+    from ablate.tracking.runs import TrialRun
 
 
 @dataclass(frozen=True)

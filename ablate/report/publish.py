@@ -1,5 +1,6 @@
 """Publishing a report: its rendered files written under ``--out`` and logged to the study's
-MLflow run. The only part of :mod:`ablate.report` that writes files or logs to MLflow."""
+tracked run. The only part of :mod:`ablate.report` that writes files or logs to the tracking
+store."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from ablate.report.model import Report
+    from ablate.tracking.store import Tracker
 
 ARTIFACT_PATH = "report"
 PLOTS_DIR = "plots"
@@ -55,12 +55,13 @@ def write_report(report: Report, out: Path) -> list[Path]:
     return written
 
 
-def log_report(client: MlflowClient, report: Report, out: Path, files: list[Path]) -> None:
+def log_report(tracker: Tracker, report: Report, out: Path, files: list[Path]) -> None:
     """Logs the written files as artifacts of the study's parent run, under ``report/``.
 
     Only the report's own files: anything else a user keeps in ``out`` stays local.
     """
+    artifacts = []
     for path in files:
         folder = path.parent.relative_to(out).as_posix()
-        where = ARTIFACT_PATH if folder == "." else f"{ARTIFACT_PATH}/{folder}"
-        client.log_artifact(report.parent_run_id, str(path), artifact_path=where)
+        artifacts.append((ARTIFACT_PATH if folder == "." else f"{ARTIFACT_PATH}/{folder}", path))
+    tracker.log_artifacts(report.parent_run_id, artifacts)

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ablate.report.collect import StudyRuns, TrialRun
+from ablate.report.collect import StudyRuns
+from ablate.tracking.runs import TrialRun
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
+    from ablate.tracking.store import Tracker
 
 SCORES_ARTIFACT = "scores/scores.npz"
 NO_DATASET = "ROC/PR curves left out: the dataset {path} cannot be read here ({problem})"
@@ -37,17 +38,16 @@ class BestScores:
     frames_per_snippet: int
 
 
-def trial_scores(client: MlflowClient, run_id: str, scratch: Path) -> dict[str, Any] | None:
+def trial_scores(tracker: Tracker, run_id: str, scratch: Path) -> dict[str, Any] | None:
     """A run's test snippet scores by video id, or None when the run has no such artifact."""
-    try:
-        path = client.download_artifacts(run_id, SCORES_ARTIFACT, str(scratch))
-    except Exception:  # MLflow raises its own and OS errors for a missing artifact
+    path = tracker.fetch_artifact(run_id, SCORES_ARTIFACT, scratch)
+    if path is None:
         return None
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
 
 
-def read_best_scores(client: MlflowClient, runs: StudyRuns) -> tuple[BestScores | None, list[str]]:
+def read_best_scores(tracker: Tracker, runs: StudyRuns) -> tuple[BestScores | None, list[str]]:
     """The best finished run's test scores with the dataset's labels, and notes saying why they
     are left out (none when the study has no best run or no dataset)."""
     from ablate.data import load
@@ -61,7 +61,7 @@ def read_best_scores(client: MlflowClient, runs: StudyRuns) -> tuple[BestScores 
     except (AblateError, OSError) as exc:
         return None, [NO_DATASET.format(path=runs.dataset, problem=exc)]
     with tempfile.TemporaryDirectory() as scratch:
-        scores = trial_scores(client, best.run_id, Path(scratch))
+        scores = trial_scores(tracker, best.run_id, Path(scratch))
     if scores is None:
         return None, [NO_SCORES.format(run_id=best.run_id)]
     test_ids = dataset.video_ids("test")

@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ablate.report.collect import TrialRun
+from ablate.metrics import TABLE_METRICS
 from ablate.report.stats import summarize
-from ablate.report.table import TABLE_METRICS, Stat
+from ablate.report.table import Stat
+from ablate.tracking.runs import TrialRun
 
 TOP_K = 5
 MIN_TRIALS = 2

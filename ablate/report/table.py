@@ -7,13 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ablate.metrics import METRICS
-from ablate.report.collect import TrialRun
+from ablate.metrics import TABLE_METRICS
 from ablate.report.stats import Delta, paired_delta, summarize
-
-# The frame-level test AUC and the field's AP, as papers report them; ap_sklearn, the last of
-# METRICS, is recorded for reference only.
-TABLE_METRICS = METRICS[:2]
+from ablate.tracking.runs import TrialRun
 
 
 @dataclass(frozen=True)

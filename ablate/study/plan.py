@@ -1,9 +1,10 @@
 """The study plan: every trial's identity and resolved config, built once from a validated spec.
 
-The CLI builds the :class:`Plan` once; the dry run prints it, :func:`~ablate.study.runner.run_study`
-runs it, and Ray workers receive it pickled, as it is. Nothing downstream resolves a trial config
-again: an ablation trial's config is looked up by its key, and a search trial's sampled values are
-resolved once where they are first seen (in the worker, and once in the driver to log them).
+The CLI builds the :class:`Plan` once; the dry run prints it,
+:func:`~ablate.engine.runner.run_study` runs it, and Ray workers receive it pickled, as it is.
+Nothing downstream resolves a trial config again: an ablation trial's config is looked up by its
+key, and a search trial's sampled values are resolved once where they are first seen (in the
+worker, and once in the driver to log them).
 
 The plan's hash covers the resolved configs, not the raw spec, so a study whose trials would now
 build different models (a changed code default) is refused on resume, naming what changed.
@@ -19,16 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate.config import (
-    TrialConfig,
-    apply_overrides,
-    dotted,
-    resolve_trial_config,
-    shared_part,
-)
+from ablate.config import TrialConfig, apply_overrides, resolve_trial_config, shared_part
 from ablate.errors import ConfigError
 from ablate.study.identity import SEARCH_PREFIX, TRIAL_INDEX, TrialIdentity
 from ablate.study.rungs import Rungs
+from ablate.study.schedulers import Schedule, build_schedule
 from ablate.study.spec import StudySpec
 from ablate.study.variants import Variant, config_hash, variants
 
@@ -56,6 +52,9 @@ class PlannedTrial:
         return self.identity.seed
 
 
+FusedGroups = tuple[tuple[str, tuple[PlannedTrial, ...]], ...]  # (name, members) in plan order
+
+
 @dataclass(frozen=True)
 class Plan:
     """A study's trials, resolved. For a search, ``trials`` is empty and ``base`` is the resolved
@@ -67,6 +66,12 @@ class Plan:
         trials: An ablation's trials, variants × seeds, in plan order.
         base: The resolved base config (seed 0).
         hash: What the study is: the resolved configs and what selects among them.
+        schedule: The spec's scheduler, for trials of ``base``'s epochs.
+        fused_groups: Fused: the trials each Tune trial trains (see :func:`_fused_groups`).
+
+    Two derived attributes never change what the plan means: ``_by_key`` indexes ``trials``,
+    and ``_sampled`` memoises :meth:`trial`'s resolution of search samples (each resolved once
+    per process).
     """
 
     spec: StudySpec
@@ -74,15 +79,14 @@ class Plan:
     trials: tuple[PlannedTrial, ...]
     base: TrialConfig
     hash: str
-    _by_key: dict[str, PlannedTrial] = field(default_factory=dict, compare=False, repr=False)
-    _sampled: dict[str, PlannedTrial] = field(default_factory=dict, compare=False, repr=False)
-    _groups: dict[str, tuple[PlannedTrial, ...]] = field(default_factory=dict, compare=False,
-                                                         repr=False)
+    schedule: Schedule
+    fused_groups: FusedGroups = ()
+    _by_key: dict[str, PlannedTrial] = field(init=False, compare=False, repr=False)
+    _sampled: dict[str, PlannedTrial] = field(init=False, default_factory=dict, compare=False,
+                                              repr=False)
 
     def __post_init__(self) -> None:
-        self._by_key.update((t.key, t) for t in self.trials)
-        self._groups.update(_fused_groups(self.spec, self.trials,
-                                          members_per_unit(self.spec, len(self.trials))))
+        object.__setattr__(self, "_by_key", {t.key: t for t in self.trials})
 
     @property
     def keys(self) -> list[str]:
@@ -99,58 +103,30 @@ class Plan:
         """Whether a Tune trial trains a group of planned trials as one fused model."""
         return self.spec.fuse != "none"
 
-    @property
-    def member_rungs(self) -> bool:
-        """Whether the study keeps ASHA's rungs per planned trial itself
-        (:mod:`ablate.study.rungs`) instead of Tune's scheduler deciding per Tune trial: a fused
-        study with ASHA, whose Tune trials each train several planned trials."""
-        return self.fused and self.spec.scheduler.type == "asha"
-
-    def asha_schedule(self) -> tuple[int, int, int] | None:
-        """``(grace_period, max_t, reduction_factor)`` of the study's ASHA, as Tune's scheduler
-        and the study's own rungs both take them; None without the scheduler."""
-        scheduler, epochs = self.spec.scheduler, self.base.train.epochs
-        if scheduler.type != "asha":
-            return None
-        return min(scheduler.grace_period, epochs), epochs, scheduler.reduction_factor
-
-    def fresh_rungs(self) -> Rungs | None:
-        """The study's ASHA rungs before any result (:mod:`ablate.study.rungs`, Tune's ASHA with
-        the spec's parameters), or None without the scheduler."""
-        schedule = self.asha_schedule()
-        return None if schedule is None else Rungs.asha(*schedule, self.spec.mode)
-
-    @property
-    def stop_epochs(self) -> frozenset[int]:
-        """Epochs after which the study's scheduler may stop a trial (ASHA's milestones; Tune's
-        ASHA decides only there): a trial scores the test split there too, so one stopped early
-        reports test scores of its final epoch."""
-        rungs = self.fresh_rungs()
-        return frozenset(rungs.milestones) if rungs is not None else frozenset()
+    def member_rungs(self) -> Rungs | None:
+        """The rungs the study keeps itself (:mod:`ablate.study.rungs`) before any result: a
+        fused study with a scheduler, whose Tune trials each train several planned trials, so
+        Tune's scheduler cannot decide per planned trial. None otherwise."""
+        return self.schedule.rungs() if self.fused else None
 
     @property
     def groups(self) -> dict[str, tuple[PlannedTrial, ...]]:
-        """Fused: the trials of each Tune trial, by group name (see :func:`_fused_groups`)."""
-        return dict(self._groups)
+        """Fused: the trials of each Tune trial, by group name."""
+        return dict(self.fused_groups)
 
-    def regrouped(self, record: Mapping[str, Any]) -> Plan:
-        """This plan with the fused groups of the study record (``study.json``) it resumes: a
-        study keeps the groups it started with, whatever sizing its spec would choose now (auto
-        sizing follows ``resources`` and ``max_concurrent``, which may change). A record from
-        before groups were recorded had a variant's (or compatible trials') whole group.
+    def regrouped(self, recorded: Mapping[str, Sequence[str]] | None) -> Plan:
+        """This plan with the fused groups of the study record it resumes: a study keeps the
+        groups it started with, whatever sizing its spec would choose now (auto sizing follows
+        ``resources`` and ``max_concurrent``, which may change). A record from before groups
+        were recorded (None) had a variant's (or compatible trials') whole group.
 
         Raises:
             ConfigError: The recorded groups do not partition the plan's trials into groups
                 that can each share one model.
         """
-        if "groups" in record:
-            groups = _recorded_groups(self, record["groups"])
-        else:
-            groups = _fused_groups(self.spec, self.trials, None)
-        plan = dataclasses.replace(self, _by_key={}, _sampled={}, _groups={})
-        plan._groups.clear()
-        plan._groups.update(groups)
-        return plan
+        groups = (_recorded_groups(self, recorded) if recorded is not None
+                  else _fused_groups(self.spec, self.trials, None))
+        return dataclasses.replace(self, fused_groups=tuple(groups.items()))
 
     def units(self, keys: Sequence[str]) -> tuple[str, list[str]]:
         """What Tune's grid runs to train the trials ``keys``: ``(config key, values)``, the
@@ -158,13 +134,13 @@ class Plan:
         if not self.fused:
             return TRIAL_KEY, list(keys)
         wanted = set(keys)
-        return GROUP_KEY, [name for name, members in self._groups.items()
+        return GROUP_KEY, [name for name, members in self.fused_groups
                            if any(t.key in wanted for t in members)]
 
     def members(self, tune_config: Mapping[str, Any]) -> tuple[PlannedTrial, ...]:
         """The planned trials one Tune trial trains: one, or a fused group."""
         if GROUP_KEY in tune_config:
-            return self._groups[tune_config[GROUP_KEY]]
+            return self.groups[tune_config[GROUP_KEY]]
         return (self.trial(tune_config),)
 
     def trial(self, tune_config: Mapping[str, Any]) -> PlannedTrial:
@@ -193,16 +169,16 @@ class Plan:
         variant = f"{SEARCH_PREFIX}{digest[:8]}"
         return PlannedTrial(TrialIdentity(f"{variant}/seed{seed}", variant, seed, digest), config)
 
-    def record(self) -> dict[str, Any]:
-        """What ``study.json`` keeps of the plan: each trial's variant and seed, and each
-        variant's resolved config (to name what changed when a resumed plan differs)."""
-        record: dict[str, Any] = {"trials": [{"key": t.key, "variant": t.variant, "seed": t.seed}
-                                             for t in self.trials],
-                                  "configs": _configs(self)}
-        if self.fused:
-            record["groups"] = {name: [t.key for t in members]
-                                for name, members in self._groups.items()}
-        return record
+    def selection(self) -> dict[str, Any]:
+        """The spec's part of the identity that the resolved configs do not carry."""
+        return _selection(self.spec)
+
+    def variant_configs(self) -> dict[str, Any]:
+        """Each variant's resolved config (a search's base), as the study record keeps them to
+        name what changed when a resumed plan differs."""
+        if self.spec.search is not None:
+            return {"(search base)": self.base.to_dict()}
+        return {v.name: v.config.to_dict() for v in self.variants}
 
 
 def member_dir(checkpoint: Path, index: int, count: int) -> Path:
@@ -257,14 +233,10 @@ def _fused_groups(spec: StudySpec, trials: Sequence[PlannedTrial], limit: int | 
     return groups
 
 
-def _recorded_groups(plan: Plan, recorded: Any) -> dict[str, tuple[PlannedTrial, ...]]:
+def _recorded_groups(plan: Plan, recorded: Mapping[str, Sequence[str]]
+                     ) -> dict[str, tuple[PlannedTrial, ...]]:
     """``recorded`` (a study record's groups: name -> trial keys) as the plan's trials, checked
     to train every planned trial exactly once, each group one model."""
-    if not isinstance(recorded, Mapping) or not all(
-            isinstance(keys, list) and all(isinstance(k, str) for k in keys)
-            for keys in recorded.values()):
-        raise ConfigError("the study record's fused groups are not a mapping of group names "
-                          "to lists of trial keys")
     seen: list[str] = [key for keys in recorded.values() for key in keys]
     if sorted(seen) != sorted(plan.keys):
         raise ConfigError("the study record's fused groups do not cover the plan's trials "
@@ -297,7 +269,10 @@ def build_plan(spec: StudySpec) -> Plan:
     body = {"spec": _selection(spec), "base": base.to_dict(),
             "trials": {t.key: t.config.to_dict() for t in trials}}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    return Plan(spec=spec, variants=found, trials=trials, base=base, hash=digest[:12])
+    groups = _fused_groups(spec, trials, members_per_unit(spec, len(trials)))
+    return Plan(spec=spec, variants=found, trials=trials, base=base, hash=digest[:12],
+                schedule=build_schedule(spec.scheduler, base.train.epochs, spec.mode),
+                fused_groups=tuple(groups.items()))
 
 
 def _resolve_base(spec: StudySpec) -> TrialConfig:
@@ -326,33 +301,3 @@ def _selection(spec: StudySpec) -> dict[str, Any]:
     identity.pop("base")
     identity.pop("reference")
     return identity
-
-
-def _configs(plan: Plan) -> dict[str, Any]:
-    if plan.spec.search is not None:
-        return {"(search base)": plan.base.to_dict()}
-    return {v.name: v.config.to_dict() for v in plan.variants}
-
-
-def changed_keys(record: Mapping[str, Any], plan: Plan, limit: int = 8) -> list[str]:
-    """What differs between a study record (``study.json``) and ``plan``: each changed key of
-    the spec's selection (``fuse: 'none' -> 'seeds'``), then ``variant: key old -> new`` for
-    each resolved value that differs."""
-    out = []
-    recorded_spec = record.get("spec")
-    if isinstance(recorded_spec, Mapping):
-        old_selection = {k: v for k, v in recorded_spec.items() if k not in ("base", "reference")}
-        new_selection = json.loads(json.dumps(_selection(plan.spec), default=str))
-        out += [f"{k}: {old_selection.get(k, '-')!r} -> {new_selection.get(k, '-')!r}"
-                for k in sorted(set(old_selection) | set(new_selection))
-                if old_selection.get(k) != new_selection.get(k)]
-    recorded = record.get("configs") or {}
-    now = _configs(plan)
-    for name in sorted(set(recorded) | set(now)):
-        if name not in now or name not in recorded:
-            out.append(f"{name}: {'removed' if name not in now else 'added'}")
-            continue
-        old, new = dotted(recorded[name]), dotted(now[name])
-        out += [f"{name}: {k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}"
-                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])

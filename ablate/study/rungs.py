@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ablate.study.spec import Mode
+from ablate.metrics import Mode
 
 
 @dataclass

@@ -35,7 +35,8 @@ from typing import Any, Literal, get_args
 
 from ablate.errors import ConfigError, reject_unknown
 from ablate.metrics import METRICS as TEST_METRICS
-from ablate.metrics import VALIDATION_METRICS
+from ablate.metrics import VALIDATION_METRICS, Metric, Mode
+from ablate.study.schedulers import SchedulerSpec
 from ablate.typecheck import check, check_fields, mapping
 
 SPEC_KEYS = ("name", "description", "dataset", "base", "base_name", "overrides", "ablation",
@@ -45,11 +46,8 @@ SPEC_KEYS = ("name", "description", "dataset", "base", "base_name", "overrides",
 # The enumerations are the annotations of the spec's fields, so the checker reads their choices
 # from there; the tuples are the same choices for code that lists them.
 Design = Literal["grid", "leave_one_out", "add_one_in"]
-Metric = Literal["val_auc", "val_ap", "auc", "ap", "ap_sklearn"]  # validation, then test
-Mode = Literal["max", "min"]
 DistributionKind = Literal["values", "uniform", "loguniform", "int"]
 Algorithm = Literal["optuna", "random"]
-SchedulerType = Literal["none", "asha"]
 # seeds: one Tune trial trains a variant's seeds as one model; compatible: every trial that can
 # share one (variants that differ only in numeric training options or the loss, and seeds)
 Fuse = Literal["none", "seeds", "compatible"]
@@ -59,7 +57,6 @@ METRICS: tuple[str, ...] = get_args(Metric)
 MODES: tuple[str, ...] = get_args(Mode)
 DISTRIBUTIONS: tuple[str, ...] = get_args(DistributionKind)
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
-SCHEDULERS: tuple[str, ...] = get_args(SchedulerType)
 SELECT_ON_TEST = (
     "metric: {metric!r} is a test metric, and this study selects ({how}); select on validation "
     "({allowed}), or set select_on_test: true to select on test (the report then marks the "
@@ -82,13 +79,6 @@ class SearchSpec:
     algorithm: Algorithm
     num_samples: int
     space: dict[str, Distribution]
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    type: SchedulerType = "none"
-    grace_period: int = 2
-    reduction_factor: int = 2
 
 
 @dataclass(frozen=True)
@@ -243,28 +233,8 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
         raise _err("reference", "add_one_in needs a reference (the stripped-down variant the "
                                 "axes are added to), e.g. reference: baseline")
 
-    search = None
-    if raw.get("search") is not None:
-        if axes:
-            raise _err("search", "a study either ablates (ablation.axes) or searches; "
-                                 "split it into two studies")
-        body = mapping(raw["search"], "search")
-        reject_unknown(body, ("algorithm", "num_samples", "space"), "search")
-        space = mapping(body.get("space"), "search.space")
-        if not space:
-            raise _err("search.space", "no dimensions given")
-        search = SearchSpec(
-            algorithm=check(Algorithm, body.get("algorithm", "optuna"), "search.algorithm"),
-            num_samples=_at_least(body.get("num_samples", 8), "search.num_samples", 1),
-            space={str(k): _distribution(v, f"search.space.{k}") for k, v in space.items()})
-
-    sched_raw = raw.get("scheduler") or "none"
-    if isinstance(sched_raw, str):
-        sched_raw = {"type": sched_raw}
-    scheduler = SchedulerSpec(**check_fields(SchedulerSpec, sched_raw, "scheduler"))
-    _at_least(scheduler.grace_period, "scheduler.grace_period", 1)
-    _at_least(scheduler.reduction_factor, "scheduler.reduction_factor", 2)
-
+    search = _search(raw, axes)
+    scheduler = _scheduler(raw)
     resources = Resources(**check_fields(Resources, raw.get("resources"), "resources"))
     if not (0 < resources.cpu <= MAX_RESOURCE and 0 <= resources.gpu <= MAX_RESOURCE):
         raise _err("resources", f"expected 0 < cpu <= {MAX_RESOURCE} and 0 <= gpu <= "
@@ -295,6 +265,33 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
     return spec
 
 
+def _search(raw: Mapping[str, Any], axes: Mapping[str, Any]) -> SearchSpec | None:
+    if raw.get("search") is None:
+        return None
+    if axes:
+        raise _err("search", "a study either ablates (ablation.axes) or searches; "
+                             "split it into two studies")
+    body = mapping(raw["search"], "search")
+    reject_unknown(body, ("algorithm", "num_samples", "space"), "search")
+    space = mapping(body.get("space"), "search.space")
+    if not space:
+        raise _err("search.space", "no dimensions given")
+    return SearchSpec(
+        algorithm=check(Algorithm, body.get("algorithm", "optuna"), "search.algorithm"),
+        num_samples=_at_least(body.get("num_samples", 8), "search.num_samples", 1),
+        space={str(k): _distribution(v, f"search.space.{k}") for k, v in space.items()})
+
+
+def _scheduler(raw: Mapping[str, Any]) -> SchedulerSpec:
+    body = raw.get("scheduler") or "none"
+    if isinstance(body, str):
+        body = {"type": body}
+    scheduler = SchedulerSpec(**check_fields(SchedulerSpec, body, "scheduler"))
+    _at_least(scheduler.grace_period, "scheduler.grace_period", 1)
+    _at_least(scheduler.reduction_factor, "scheduler.reduction_factor", 2)
+    return scheduler
+
+
 def _fuse(raw: Mapping[str, Any], search: SearchSpec | None) -> Fuse:
     fuse = check(Fuse, raw.get("fuse", "none"), "fuse")
     if fuse != "none" and search is not None:
@@ -304,15 +301,13 @@ def _fuse(raw: Mapping[str, Any], search: SearchSpec | None) -> Fuse:
 
 
 def _fuse_members(raw: Mapping[str, Any]) -> int | None:
-    value = raw.get("fuse_members", "auto")
+    value = check(int | Literal["auto"], raw.get("fuse_members", "auto"), "fuse_members")
     if value == "auto":
         return None
     if raw.get("fuse", "none") == "none":
         raise _err("fuse_members", "applies to fused studies (set fuse: seeds or compatible, "
                                    "or remove fuse_members)")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _err("fuse_members", f"expected auto or an integer >= 1, got {value!r}")
-    return value
+    return _at_least(value, "fuse_members", 1)
 
 
 def load_spec(path: Path) -> StudySpec:

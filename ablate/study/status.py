@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 
 from ablate.errors import AblateError
+from ablate.metrics import TABLE_METRICS
+from ablate.study.record import StudyRecord, TrialRecord
 from ablate.study.storage import StudyDir
 
 NO_PROGRESS = "no progress recorded yet (ablate run records it in trials.json as trials run)"
@@ -18,14 +20,14 @@ DRIVER_STATES = {"running": "running (or stopped without a chance to say so)",
                  "interrupted": "interrupted; run the same command to resume"}
 
 
-def _planned(record: dict) -> str:
-    search = (record.get("spec") or {}).get("search")
+def _planned(record: StudyRecord) -> str:
+    search = record.spec.get("search")
     if isinstance(search, dict):
         samples = search.get("num_samples", "?")
-        seeds = len((record.get("spec") or {}).get("seeds") or []) or 1
+        seeds = len(record.spec.get("seeds") or []) or 1
         total = samples * seeds if isinstance(samples, int) else "?"
         return f"search of {samples} samples x {seeds} seed(s) = {total} planned trials"
-    return f"{len(record['trials'])} planned trials"
+    return f"{len(record.trials)} planned trials"
 
 
 def study_status(study: str, storage: str) -> list[str]:
@@ -34,28 +36,29 @@ def study_status(study: str, storage: str) -> list[str]:
     record = directory.read_record()
     if record is None:
         raise AblateError(f"no study '{study}' under {storage} (looked for "
-                          f"{directory.root}/study.json)")
-    lines = [f"study '{study}' at {directory.root} (spec {record['spec_hash']}, "
-             f"{_planned(record)}; dataset {record.get('dataset', '?')})"]
+                          f"{directory.record_path})")
+    lines = [f"study '{study}' at {directory.root} (spec {record.spec_hash}, "
+             f"{_planned(record)}; dataset {record.dataset or '?'})"]
     progress = directory.read_progress()
     if progress is None:
         return lines + [NO_PROGRESS]
-    known = {t.get("key"): t for t in progress["trials"] if isinstance(t, dict)}
-    keys = [t["key"] for t in record["trials"] if isinstance(t, dict) and "key" in t]
-    keys += sorted(k for k in known if isinstance(k, str) and k not in keys)
+    known = {t.key: t for t in progress.trials}
+    trials = [known.get(t.key, t) for t in record.trials]
+    trials += sorted((t for t in progress.trials if t.key not in {p.key for p in trials}),
+                     key=lambda t: t.key)
     counts: dict[str, int] = {}
-    for key in keys:
-        trial = known.get(key, {})
-        state = str(trial.get("state", "not started"))
-        counts[state] = counts.get(state, 0) + 1
-        auc, ap = (f"{trial[m]:.4f}" if isinstance(trial.get(m), (int, float)) else "-"
-                   for m in ("auc", "ap"))
-        lines.append(f"  {key:<40} {state:<12} epoch {trial.get('epoch', 0):>3}  "
-                     f"auc {auc}  ap {ap}")
-    updated = progress.get("updated")
-    when = (time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(updated))
-            if isinstance(updated, (int, float)) else "?")
+    for trial in trials:
+        counts[trial.state] = counts.get(trial.state, 0) + 1
+        lines.append(_line(trial))
+    updated = progress.updated
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(updated)) if updated else "?"
     lines.append("trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    driver = DRIVER_STATES.get(str(progress.get("driver")), "unknown")
+    driver = DRIVER_STATES.get(progress.driver, "unknown")
     lines.append(f"last run: {driver} (recorded {when})")
     return lines
+
+
+def _line(trial: TrialRecord) -> str:
+    values = "  ".join(f"{m} {trial.metrics[m]:.4f}" if m in trial.metrics else f"{m} -"
+                       for m in TABLE_METRICS)
+    return f"  {trial.key:<40} {trial.state:<12} epoch {trial.epoch:>3}  {values}"

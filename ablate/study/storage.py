@@ -25,14 +25,12 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.locks import FileLock, check_writable
+from ablate.study.record import ProgressRecord, StudyRecord
 
 STUDY_FILE = "study.json"
 PROGRESS_FILE = "trials.json"
 RUNGS_FILE = "rungs.json"
 TUNE_DIR = "tune"
-RECORD_FIELDS = {"name": str, "spec_hash": str, "trials": list}
-NOT_A_RECORD = ("{path} is not a study record (expected a JSON object with {fields}); move it "
-                "away to start the study again")
 
 
 def _is_uri(path: str) -> bool:
@@ -83,37 +81,32 @@ class StudyDir:
         except OSError as exc:
             raise AblateError(f"storage {self.root} is not writable: {exc}") from None
 
-    def read_record(self) -> dict[str, Any] | None:
-        """``study.json``, checked to be one; None when the study has none yet.
+    @property
+    def record_path(self) -> str:
+        return f"{self.root}/{STUDY_FILE}"
+
+    def read_record(self) -> StudyRecord | None:
+        """``study.json``; None when the study has none yet.
 
         Raises:
             AblateError: The file is not valid JSON, or not a study record.
         """
-        record = self._read_json(STUDY_FILE)
-        if record is None:
-            return None
-        if not isinstance(record, dict) or any(
-                not isinstance(record.get(k), t) for k, t in RECORD_FIELDS.items()):
-            raise AblateError(NOT_A_RECORD.format(path=f"{self.root}/{STUDY_FILE}",
-                                                  fields=", ".join(RECORD_FIELDS)))
-        return record
+        body = self._read_json(STUDY_FILE)
+        return None if body is None else StudyRecord.from_json(body, self.record_path)
 
-    def write_record(self, record: dict[str, Any]) -> None:
-        self._write_json(STUDY_FILE, record)
+    def write_record(self, record: StudyRecord) -> None:
+        self._write_json(STUDY_FILE, record.to_json())
 
-    def read_progress(self) -> dict[str, Any] | None:
+    def read_progress(self) -> ProgressRecord | None:
         """``trials.json``; None when absent or not a progress record (it is informative only:
         the next run of the study rewrites it)."""
         try:
-            progress = self._read_json(PROGRESS_FILE)
+            return ProgressRecord.from_json(self._read_json(PROGRESS_FILE))
         except AblateError:
             return None
-        if not isinstance(progress, dict) or not isinstance(progress.get("trials"), list):
-            return None
-        return progress
 
-    def write_progress(self, progress: dict[str, Any]) -> None:
-        self._write_json(PROGRESS_FILE, progress)
+    def write_progress(self, progress: ProgressRecord) -> None:
+        self._write_json(PROGRESS_FILE, progress.to_json())
 
     def read_rungs(self) -> dict[str, Any] | None:
         return self._read_json(RUNGS_FILE)

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from ablate.train.trainer import EpochResult, Trainer
 
 if TYPE_CHECKING:
-    from ablate.train.fused import FusedMember, FusedTrainer, run_fused
+    from ablate.train.fused import FusedMember, FusedTrainer
 
-__all__ = ["EpochResult", "FusedMember", "FusedTrainer", "Trainer", "run_fused"]
+__all__ = ["EpochResult", "FusedMember", "FusedTrainer", "Trainer"]
 
-_FUSED = ("FusedMember", "FusedTrainer", "run_fused")
+_FUSED = ("FusedMember", "FusedTrainer")
 
 
 def __getattr__(name: str) -> Any:

@@ -48,18 +48,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ablate.config import FUSABLE, TrialConfig, dotted, is_fusable
+from ablate.config import FUSABLE, TrialConfig, unshared_keys
 from ablate.errors import AblateError
 from ablate.train.data import TrialData, batch_labels, epoch_batches
 from ablate.train.device import _as_float, autocast, pick_device, set_cpu_threads
-from ablate.train.resume import resume
 from ablate.train.scoring import evaluate_trials, score_videos
 from ablate.train.trainer import (
     LOSS_NOT_FINITE,
@@ -78,7 +76,6 @@ NOT_FUSABLE = ("config {index} cannot join a fused trial with config 0: they dif
 SAME_TRIAL = "configs {first} and {second} are the same trial; a fused trial trains each once"
 OBJECTIVE_FAILED = "{error} (epoch {epoch}, step {step})"
 MEMBER_FAILED = "fused member {index} (seed {seed}): {error}"
-CHECKPOINT_DIRS = "{configs} trial configs but {dirs} checkpoint directories"
 
 
 class FusedMember(Trainer):
@@ -204,6 +201,12 @@ class FusedTrainer:
         ``state_dict()`` resumes it later, fused or alone."""
         self.members[member].stopped = True
 
+    def failures(self) -> list[str]:
+        """Why members failed (their loss was not finite or could not be computed) while the
+        others trained on, each named with its seed."""
+        return [MEMBER_FAILED.format(index=m.index, seed=m.config.seed, error=m.error)
+                for m in self.members if m.error is not None]
+
     # -- training ----------------------------------------------------------------------------
 
     def epochs(self) -> Iterator[dict[int, EpochResult]]:
@@ -307,10 +310,13 @@ class FusedTrainer:
                   tested: list[FusedMember]) -> dict[int, dict[str, float]]:
         """Validation metrics of ``members`` and test metrics of ``tested`` (a subset), as a
         Trainer's evaluate computes them, by member index."""
-        metrics = evaluate_trials(members, tested, self._score)
-        return {m.index: result for m, result in zip(members, metrics, strict=True)}
+        evaluations = evaluate_trials(members, tested, self._score)
+        for member, evaluation in zip(members, evaluations, strict=True):
+            if evaluation.test_scores is not None:
+                member.last_scores = evaluation.test_scores
+        return {m.index: e.metrics for m, e in zip(members, evaluations, strict=True)}
 
-    def _score(self, members: Sequence[Trainer],
+    def _score(self, members: Sequence[Any],
                video_ids: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """:func:`~ablate.train.scoring.score_videos` of every member at once: (N, T) per
         video."""
@@ -339,59 +345,15 @@ def check_fusable(configs: Sequence[TrialConfig]) -> None:
     """
     if not configs:
         raise AblateError(NO_CONFIGS)
-    first = dotted(configs[0].to_dict())
     for index, config in enumerate(configs):
-        flat = dotted(config.to_dict())
-        keys = sorted(k for k in first.keys() | flat.keys()
-                      if first.get(k, _MISSING) != flat.get(k, _MISSING) and not is_fusable(k))
+        keys = unshared_keys(configs[0], config)
         if keys:
             raise AblateError(NOT_FUSABLE.format(index=index, keys=", ".join(keys)))
         if config in configs[:index]:
             raise AblateError(SAME_TRIAL.format(first=configs.index(config), second=index))
 
 
-def run_fused(configs: Sequence[TrialConfig], dataset: FeatureDataset,
-              checkpoint_dirs: Sequence[Path],
-              on_epoch: Callable[[int, EpochResult], None] | None = None,
-              members_per_call: int | None = None) -> FusedTrainer:
-    """Trains fused trials to completion, each member checkpointing every epoch into its own
-    directory and resuming from it if possible (members may resume at different epochs).
-
-    Args:
-        configs: The members' configs (see :class:`FusedTrainer`).
-        dataset: A loaded feature store.
-        checkpoint_dirs: One directory per config, as :func:`~ablate.train.resume.run_trial`
-            uses it: a member's directory is interchangeable with a separate trial's.
-        on_epoch: Called with the member index and its result after each member's epoch.
-        members_per_call: See :class:`FusedTrainer`.
-
-    Raises:
-        AblateError: As :class:`FusedTrainer`; a checkpoint of another config; after the others
-            finished, any member whose loss was not finite (each named with its seed).
-    """
-    from ablate.train.checkpoint import save_checkpoint
-
-    if len(checkpoint_dirs) != len(configs):
-        raise ValueError(CHECKPOINT_DIRS.format(configs=len(configs), dirs=len(checkpoint_dirs)))
-    fused = FusedTrainer(configs, dataset, members_per_call)
-    for member, directory in zip(fused.members, checkpoint_dirs, strict=True):
-        resume(member, directory)
-    for results in fused.epochs():
-        for index, result in results.items():
-            save_checkpoint(checkpoint_dirs[index], fused.members[index].state_dict())
-            if on_epoch is not None:
-                on_epoch(index, result)
-    failed = [MEMBER_FAILED.format(index=m.index, seed=m.config.seed, error=m.error)
-              for m in fused.members if m.error is not None]
-    if failed:
-        raise AblateError("; ".join(failed))
-    return fused
-
-
 # -- helpers ----------------------------------------------------------------------------------
-
-_MISSING = object()
-
 
 def _cuda_devices(cuda: bool) -> list[int]:
     """The devices whose RNG ``torch.random.fork_rng`` must save: the current GPU on CUDA."""

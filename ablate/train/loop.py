@@ -20,7 +20,7 @@ _DATASETS: dict[str, Any] = {}  # per worker process: store path -> loaded datas
 
 def _train_one(job: tuple[str, TrialConfig]) -> list[dict[str, float]]:
     from ablate.data import load
-    from ablate.train.resume import run_trial
+    from ablate.train.driver import run_trial
 
     store, config = job
     if store not in _DATASETS:

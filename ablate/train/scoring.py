@@ -18,8 +18,9 @@ N for a fused trial scoring its members together.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -30,7 +31,31 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ablate.data import FeatureDataset
-    from ablate.train.trainer import Trainer
+
+
+class Evaluated(Protocol):
+    """What scoring needs of a trial: its data splits and CoMo's attention statistics (a
+    :class:`~ablate.train.trainer.Trainer`, alone or as a fused member)."""
+
+    dataset: FeatureDataset
+    val_ids: list[str]
+    val_labels: np.ndarray
+    test_ids: list[str]
+    test_gt: np.ndarray
+
+    def drop_attention_stats(self) -> None: ...
+
+    def attention_stats(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One trial's evaluation: its metrics and, when test was scored, its per-video test
+    snippet scores (crops averaged, in test-list order)."""
+
+    metrics: dict[str, float]
+    test_scores: list[np.ndarray] | None
+
 
 # A validation video's score: the mean of its k highest snippet scores, as top-k MIL trains it.
 VAL_TOPK = 3
@@ -44,7 +69,7 @@ EVAL_GRAPH_BUDGET = 64_000_000
 VideoForward = Callable[["torch.Tensor"], "tuple[torch.Tensor, torch.Tensor | None]"]
 
 # Per-video snippet scores and gates, (N, T) each, of the given trials on the given videos.
-Scorer = Callable[["Sequence[Trainer]", "list[str]"],
+Scorer = Callable[["Sequence[Evaluated]", "list[str]"],
                   "tuple[list[np.ndarray], list[np.ndarray]]"]
 
 
@@ -131,46 +156,48 @@ def member_scores(scores: list[np.ndarray], gates: list[np.ndarray],
     return [s[member] for s in scores], [g[member] if g.size else g for g in gates]
 
 
-def evaluate_trials(trials: Sequence[Trainer], tested: Sequence[Trainer],
-                    score: Scorer) -> list[dict[str, float]]:
-    """Validation metrics (video-level) of ``trials`` and test metrics (frame-level) and
-    diagnostics of ``tested`` (a subset), in order; the test scores go to each tested trial's
-    ``last_scores``. Test is scored first, its CoMo statistics read before validation runs.
+def evaluate_trials(trials: Sequence[Evaluated], tested: Sequence[Evaluated],
+                    score: Scorer) -> list[Evaluation]:
+    """Validation metrics (video-level) of ``trials`` and test metrics (frame-level), scores and
+    diagnostics of ``tested`` (a subset), in order. Test is scored first, its CoMo statistics
+    read before validation runs.
 
     Args:
-        trials: Trainers of one dataset and split (a Trainer alone, or fused members).
+        trials: Trials of one dataset and split (a Trainer alone, or fused members).
         tested: Those whose test split is scored too.
         score: Scores trials on videos, all of them together.
     """
     if not trials:
         return []
+    test_scores: list[list[np.ndarray] | None] = [None for _ in trials]
     gates: list[list[np.ndarray]] = [[] for _ in trials]
     attention: list[dict[str, float]] = [{} for _ in trials]
     if tested:
         for trial in tested:
             trial.drop_attention_stats()
-        test_scores, test_gates = score(tested, trials[0].test_ids)
+        scores, all_gates = score(tested, trials[0].test_ids)
         for i, trial in enumerate(tested):
-            trial.last_scores, gate = member_scores(test_scores, test_gates, i)
-            gates[trials.index(trial)] = gate
-            attention[trials.index(trial)] = trial.attention_stats()
+            at = trials.index(trial)
+            test_scores[at], gates[at] = member_scores(scores, all_gates, i)
+            attention[at] = trial.attention_stats()
     val: list[np.ndarray] = []
     if len(trials[0].val_ids):
         val, _ = score(trials, trials[0].val_ids)
-    return [_metrics(trial, gates[i], [s[i] for s in val], trial in tested, attention[i])
+    return [Evaluation(_metrics(trial, test_scores[i], gates[i], [s[i] for s in val],
+                                attention[i]), test_scores[i])
             for i, trial in enumerate(trials)]
 
 
-def _metrics(trial: Trainer, gates: list[np.ndarray], val_scores: list[np.ndarray], test: bool,
-             attention: dict[str, float]) -> dict[str, float]:
-    """A trial's metrics from scores already computed: the validation scores and, with
-    ``test``, its ``last_scores``, its test gates and CoMo's statistics of the test passes."""
+def _metrics(trial: Evaluated, test_scores: list[np.ndarray] | None, gates: list[np.ndarray],
+             val_scores: list[np.ndarray], attention: dict[str, float]) -> dict[str, float]:
+    """A trial's metrics from scores already computed: the validation scores and, when test was
+    scored, its test scores and gates and CoMo's statistics of the test passes."""
     from ablate.metrics import evaluate, evaluate_videos
 
     dataset = trial.dataset
     metrics: dict[str, float] = {}
-    if test:
-        metrics = evaluate(trial.last_scores, trial.test_gt, dataset.frames_per_snippet)
+    if test_scores is not None:
+        metrics = evaluate(test_scores, trial.test_gt, dataset.frames_per_snippet)
     if len(trial.val_ids):
         video_scores = [float(np.sort(s)[-VAL_TOPK:].mean()) for s in val_scores]
         metrics.update(evaluate_videos(video_scores, trial.val_labels, prefix="val_"))
@@ -181,4 +208,3 @@ def _metrics(trial: Trainer, gates: list[np.ndarray], val_scores: list[np.ndarra
         metrics["gate_normal"] = float(gate[~snippet_gt].mean())
     metrics.update(attention)
     return metrics
-

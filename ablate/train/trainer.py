@@ -193,7 +193,7 @@ class Trainer:
         crops, in the order given."""
         return member_scores(*self._score([self], video_ids), 0)
 
-    def _score(self, trials: Sequence[Trainer],
+    def _score(self, trials: Sequence[Any],
                video_ids: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The :data:`~ablate.train.scoring.Scorer` of this trial alone: (1, T) per video."""
         self.model.eval()
@@ -205,7 +205,10 @@ class Trainer:
         """Validation metrics (video-level) and, with ``test``, test metrics (frame-level) and
         diagnostics: CLAV's mean gate on abnormal and normal test snippets, CoMo's attention
         statistics."""
-        return evaluate_trials([self], [self] if test else [], self._score)[0]
+        evaluation = evaluate_trials([self], [self] if test else [], self._score)[0]
+        if evaluation.test_scores is not None:
+            self.last_scores = evaluation.test_scores
+        return evaluation.metrics
 
     def attention_stats(self) -> dict[str, float]:
         """CoMo's attention statistics of the eval passes since the last call (none without

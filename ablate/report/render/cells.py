@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from ablate.metrics import METRIC_LABELS
-from ablate.report.table import TABLE_METRICS, Stat
+from ablate.metrics import METRIC_LABELS, TABLE_METRICS
+from ablate.report.table import Stat
 
 if TYPE_CHECKING:
     from ablate.report.model import Report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ablate.metrics import METRIC_LABELS
+from ablate.metrics import METRIC_LABELS, TABLE_METRICS
 from ablate.report.render.cells import (
     BASE_CELL,
     DASH,
@@ -12,7 +12,6 @@ from ablate.report.render.cells import (
     row_cells,
     shown_metrics,
 )
-from ablate.report.table import TABLE_METRICS
 
 if TYPE_CHECKING:
     from ablate.report.model import Report

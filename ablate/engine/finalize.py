@@ -1,4 +1,4 @@
-"""Completing a finished trial's MLflow run from its last checkpoint (idempotent)."""
+"""Completing a finished trial's tracked run from its last checkpoint (idempotent)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ablate.study.plan import member_dir
+from ablate.tracking.runs import FINAL_EPOCH, STOPPED_EARLY
 
 if TYPE_CHECKING:
-    from ablate.study.context import Member, StudyContext
+    from ablate.engine.context import Member, StudyContext
 
 
 def finalize_member(ctx: StudyContext, member: Member, checkpoint: Any) -> None:
@@ -29,11 +30,9 @@ def finalize_member(ctx: StudyContext, member: Member, checkpoint: Any) -> None:
         ckpt = member_dir(Path(directory), member.index, member.count)
         history = json.loads((ckpt / outputs.HISTORY).read_text())
         ctx.tracker.log_epochs(run_id, history)
-        artifacts: dict[str, Path] = {"": ckpt / outputs.CONFIG}
-        # The per-video scores; plots are drawn on demand (`ablate report` draws the best run's
-        # ROC and PR curves), not here, where the controller waits on them between trials.
-        if (ckpt / outputs.SCORES).exists():  # absent when stopped before test was first scored
-            artifacts["scores"] = ckpt / outputs.SCORES
+        # The per-video scores (absent when stopped before test was first scored); plots are
+        # drawn on demand (`ablate report` draws the best run's ROC and PR curves), not here,
+        # where the controller waits on them between trials.
         final_dir = Path(scratch) / "checkpoint"
         final_dir.mkdir()
         (final_dir / "checkpoint.pt").symlink_to(ckpt / "checkpoint.pt")
@@ -41,7 +40,6 @@ def finalize_member(ctx: StudyContext, member: Member, checkpoint: Any) -> None:
         planned = member.trial.config.train.epochs
         ctx.tracker.finish(
             run_id,
-            {**artifacts, "checkpoint": final_dir},
-            tags={"ablate.final_epoch": str(last),
-                  "ablate.stopped_early": str(last < planned).lower()})
-
+            [("", ckpt / outputs.CONFIG), ("scores", ckpt / outputs.SCORES),
+             ("checkpoint", final_dir)],
+            tags={FINAL_EPOCH: str(last), STOPPED_EARLY: str(last < planned).lower()})

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
+from ablate.metrics import TABLE_METRICS
+
 VIEW_KEY = "ablate"
 # The UI's GenAI / model-training switch (a browser setting, GenAI by default) decides whether an
 # experiment opens on traces or on training runs, whatever its mlflow.experimentKind tag says;
@@ -20,7 +22,7 @@ VIEW_KEY = "ablate"
 WORKFLOW = "machine_learning"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 TAG_COLUMNS = ("ablate.variant", "ablate.seed", "ablate.final_epoch", "ablate.stopped_early")
-METRIC_COLUMNS = ("auc", "ap")
+METRIC_COLUMNS = TABLE_METRICS
 TRIALS_ONLY = "tags.`ablate.role` = 'trial'"
 
 

@@ -1,52 +1,30 @@
-"""The driver's view of a running study: one row per planned trial, and its MLflow run.
+"""The driver's view of a running study: one record per planned trial, and its tracked run.
 
 A Tune trial trains one planned trial, or with fusion a group of them (``Plan.groups``); each
-planned trial it trains is a :class:`Member` with its own row (progress, ``trials.json``, the
-summary) and its own MLflow child run, so fused or not, every trial is recorded exactly once.
+planned trial it trains is a :class:`Member` with its own :class:`~ablate.study.record.TrialRecord`
+(progress, ``trials.json``, the summary) and its own child run, so fused or not, every trial is
+recorded exactly once. A trial's record changes in one place, :meth:`StudyContext.update`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import click
 
-from ablate.metrics import METRICS
+from ablate.metrics import best_by, is_tracked
 from ablate.study.plan import Plan, PlannedTrial
+from ablate.study.record import DONE, FAILED, RUNNING, ProgressRecord, TrialRecord
 from ablate.study.storage import StudyDir
-from ablate.study.tracking import StudyTracker
+from ablate.tracking.store import RunStatus
+from ablate.tracking.study import StudyTracker
 
-# Tune's trial states, and the driver's own for a trial cut short by a stop of the driver.
-TrialStatus = Literal["PENDING", "RUNNING", "TERMINATED", "ERROR", "PAUSED", "INTERRUPTED"]
-PENDING: TrialStatus = "PENDING"
-RUNNING: TrialStatus = "RUNNING"
-TERMINATED: TrialStatus = "TERMINATED"
-ERROR: TrialStatus = "ERROR"
-INTERRUPTED: TrialStatus = "INTERRUPTED"  # resumes on the next run
-SHOWN = {PENDING: "pending", RUNNING: "running", TERMINATED: "done", ERROR: "failed",
-         INTERRUPTED: "interrupted", "PAUSED": "interrupted"}
 PROGRESS_SECONDS = 10
 
 RowId = tuple[str, str]  # (Tune trial id, planned trial key)
-
-
-@dataclass
-class TrialRow:
-    """What the driver knows of one planned trial, for progress, the summary, ``trials.json``."""
-
-    key: str
-    variant: str
-    seed: int
-    status: TrialStatus = PENDING
-    epoch: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "variant": self.variant, "seed": self.seed,
-                "state": SHOWN.get(self.status, self.status.lower()), "epoch": self.epoch,
-                **{k: v for k, v in self.metrics.items() if k in METRICS}}
 
 
 @dataclass(frozen=True)
@@ -59,36 +37,48 @@ class Member:
     count: int
 
 
-def member_result(result: dict[str, Any], key: str) -> dict[str, Any] | None:
+def member_result(result: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     """A member's part of a Tune result: a fused trial reports each under ``members``."""
     members = result.get("members")
     return members.get(key) if isinstance(members, dict) else result
 
 
-def tracked_metrics(result: dict[str, Any]) -> dict[str, float]:
-    from ablate.metrics import is_tracked
-
+def tracked_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in result.items()
             if is_tracked(k) and isinstance(v, (int, float))}
 
 
 @dataclass
 class StudyContext:
-    """The live state of the running study, used by the Tune callback in the driver."""
+    """The live state of the running study, used by the Tune callback in the driver.
+
+    Attributes:
+        plan: The study's plan.
+        tracker: Its tracked runs.
+        study_dir: Where its records are kept.
+        rows: Each planned trial a Tune trial trains, by (Tune trial id, trial key).
+        configs: Each Tune trial's config, by Tune trial id.
+        adopted: Finished trials Ray does not run (adopted from the tracking store).
+        finished_before: Run ids already FINISHED when the driver started.
+        run_ids: Each row's tracked run.
+        pending: Epochs reported but not yet sent to the tracking store, by run id.
+        quiet: No progress lines.
+        rungs: A fused study's scheduler: the Ray actor of its Rungs (ablate.study.rungs).
+    """
 
     plan: Plan
     tracker: StudyTracker
     study_dir: StudyDir
-    rows: dict[RowId, TrialRow] = field(default_factory=dict)
-    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # Tune trial id -> config
-    adopted: list[TrialRow] = field(default_factory=list)  # finished runs Ray does not run
-    finished_before: set[str] = field(default_factory=set)  # run ids FINISHED at the start
+    rows: dict[RowId, TrialRecord] = field(default_factory=dict)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    adopted: list[TrialRecord] = field(default_factory=list)
+    finished_before: set[str] = field(default_factory=set)
     run_ids: dict[RowId, str] = field(default_factory=dict)
-    pending: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # run id -> epochs
+    pending: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     last_progress: float = 0.0
     last_record: float = 0.0
     quiet: bool = False
-    rungs: Any = None  # a fused study's ASHA: the Ray actor of its Rungs (ablate.study.rungs)
+    rungs: Any = None
 
     @property
     def total(self) -> int:
@@ -102,20 +92,29 @@ class StudyContext:
         for index, trial in enumerate(trials):
             row_id = (trial_id, trial.key)
             if row_id not in self.rows:
-                self.rows[row_id] = TrialRow(trial.key, trial.variant, trial.seed)
+                self.rows[row_id] = TrialRecord(trial.key, trial.variant, trial.seed, "pending")
             out.append(Member(row_id, trial, index, len(trials)))
         return out
 
+    def update(self, member: Member, **changes: Any) -> TrialRecord:
+        """The one place a trial's record changes (``state``, ``epoch``, ``metrics``)."""
+        row = self.rows[member.row_id] = self.rows[member.row_id].updated(**changes)
+        return row
+
+    def row(self, member: Member) -> TrialRecord:
+        return self.rows[member.row_id]
+
     def run_id(self, member: Member) -> str:
-        """The trial's MLflow child run, found by its identity or created, once per driver."""
+        """The trial's tracked child run, found by its identity or created, once per driver."""
         if member.row_id not in self.run_ids:
             self.run_ids[member.row_id] = self.tracker.child(
                 member.trial.identity, member.row_id[0], member.trial.config.to_dict())
         return self.run_ids[member.row_id]
 
-    def queue_epoch(self, run_id: str, row: TrialRow) -> None:
-        """Queues a reported epoch for MLflow; :meth:`flush_epochs` logs the queue in one batch
-        per run (an epoch lost with a killed driver is logged from the trial's checkpoint)."""
+    def queue_epoch(self, run_id: str, row: TrialRecord) -> None:
+        """Queues a reported epoch for the tracking store; :meth:`flush_epochs` logs the queue in
+        one batch per run (an epoch lost with a killed driver is logged from the trial's
+        checkpoint)."""
         self.pending.setdefault(run_id, []).append({"epoch": row.epoch, **row.metrics})
 
     def flush_epochs(self) -> None:
@@ -123,12 +122,12 @@ class StudyContext:
             self.tracker.log_epochs(run_id, epochs)
         self.pending.clear()
 
-    def all_rows(self) -> list[TrialRow]:
+    def all_rows(self) -> list[TrialRecord]:
         return [*self.adopted, *self.rows.values()]
 
     def counts(self) -> dict[str, int]:
         rows = self.all_rows()
-        return {s: sum(r.status == s for r in rows) for s in (TERMINATED, RUNNING, ERROR)}
+        return {s: sum(r.state == s for r in rows) for s in (DONE, RUNNING, FAILED)}
 
     def progress(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -142,11 +141,11 @@ class StudyContext:
         running = f"{counts[RUNNING]} running"
         if self.plan.fused and counts[RUNNING]:  # members: more than the slots Tune fills
             units = len({trial_id for (trial_id, _), row in self.rows.items()
-                         if row.status == RUNNING})
+                         if row.state == RUNNING})
             if units < counts[RUNNING]:
                 running += f" in {units} fused Tune trial{'s' if units > 1 else ''}"
-        line = (f"[{time.strftime('%H:%M:%S')}] trials {counts[TERMINATED]}/{self.total} "
-                f"done, {running}, {counts[ERROR]} failed")
+        line = (f"[{time.strftime('%H:%M:%S')}] trials {counts[DONE]}/{self.total} "
+                f"done, {running}, {counts[FAILED]} failed")
         best = self.best()
         if best is not None:
             metric = self.plan.spec.metric
@@ -163,17 +162,13 @@ class StudyContext:
 
             self.study_dir.write_rungs(ray.get(self.rungs.to_json.remote()))
         rows = sorted(self.all_rows(), key=lambda r: (r.variant, r.seed, r.key))
-        self.study_dir.write_progress({"driver": driver, "updated": time.time(),
-                                       "total": self.total,
-                                       "trials": [r.to_json() for r in rows]})
+        self.study_dir.write_progress(ProgressRecord(driver, time.time(), self.total, tuple(rows)))
 
-    def best(self) -> TrialRow | None:
-        from ablate.metrics import best_by
-
+    def best(self) -> TrialRecord | None:
         spec = self.plan.spec
         return best_by(self.all_rows(), lambda r: r.metrics.get(spec.metric), spec.mode)
 
-    def close_run(self, run_id: str, status: str) -> None:
+    def close_run(self, run_id: str, status: RunStatus) -> None:
         """Closes an unfinished trial's run as ``FAILED`` or ``KILLED`` (never an adopted one)."""
         if not self.is_adopted(run_id):
             self.flush_epochs()
@@ -181,5 +176,5 @@ class StudyContext:
 
     def is_adopted(self, run_id: str) -> bool:
         """A run that was FINISHED before this driver started is never reopened, even if Ray
-        runs its trial again (a Ray state that lags behind MLflow)."""
+        runs its trial again (a Ray state that lags behind the tracking store)."""
         return run_id in self.finished_before

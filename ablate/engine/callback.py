@@ -1,7 +1,7 @@
-"""The Tune → MLflow bridge: Tune calls :class:`StudyCallback` in the driver process, and it
+"""The Tune → tracking bridge: Tune calls :class:`StudyCallback` in the driver process, and it
 forwards every event, for each planned trial the Tune trial trains, to the live
-:class:`~ablate.study.context.StudyContext`, which logs to MLflow (the only writer), prints
-progress and keeps ``trials.json``.
+:class:`~ablate.engine.context.StudyContext`, which logs to the tracking store (the only
+writer), prints progress and keeps ``trials.json``.
 """
 
 from __future__ import annotations
@@ -12,18 +12,17 @@ from typing import TYPE_CHECKING
 
 from ray.tune import Callback
 
-from ablate.study.context import (
-    ERROR,
-    RUNNING,
-    TERMINATED,
-    StudyContext,
-    member_result,
-    tracked_metrics,
-)
-from ablate.study.finalize import finalize_member
+from ablate.engine.context import StudyContext, member_result, tracked_metrics
+from ablate.engine.finalize import finalize_member
+from ablate.study.record import DONE, FAILED, INTERRUPTED, PENDING, RUNNING, TrialState
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
+
+# Tune's trial states as a study's records name them.
+TUNE_STATES: dict[str, TrialState] = {"PENDING": PENDING, "RUNNING": RUNNING,
+                                      "TERMINATED": DONE, "ERROR": FAILED,
+                                      "PAUSED": INTERRUPTED}
 
 # The driver's live context, set only while Tune runs (see StudyCallback).
 _ACTIVE: StudyContext | None = None
@@ -56,19 +55,18 @@ class StudyCallback(Callback):
             return
         for trial in trials:  # Tune's own view: trials restored as finished fire no event
             for member in ctx.members(trial.trial_id, trial.config):
-                row = ctx.rows[member.row_id]
-                row.status = trial.status
+                row = ctx.update(member, state=TUNE_STATES.get(trial.status, PENDING))
                 last = member_result(trial.last_result or {}, member.trial.key)
-                if row.status == TERMINATED and not row.metrics and last:
-                    row.epoch = int(last.get("epoch", 0))
-                    row.metrics = tracked_metrics(last)
+                if row.state == DONE and not row.metrics and last:
+                    ctx.update(member, epoch=int(last.get("epoch", 0)),
+                               metrics=tracked_metrics(last))
 
     def on_trial_start(self, iteration, trials, trial: Trial, **info):
         ctx = _ACTIVE
         if ctx is None:
             return
         for member in ctx.members(trial.trial_id, trial.config):
-            ctx.rows[member.row_id].status = RUNNING
+            ctx.update(member, state=RUNNING)
             run_id = ctx.run_id(member)
             if not ctx.is_adopted(run_id):
                 ctx.tracker.mark_running(run_id)
@@ -82,9 +80,8 @@ class StudyCallback(Callback):
             mine = member_result(result, member.trial.key)
             if not mine or "epoch" not in mine:
                 continue
-            row = ctx.rows[member.row_id]
-            row.status, row.epoch = RUNNING, int(mine["epoch"])
-            row.metrics = tracked_metrics(mine)
+            row = ctx.update(member, state=RUNNING, epoch=int(mine["epoch"]),
+                             metrics=tracked_metrics(mine))
             run_id = ctx.run_id(member)
             if not ctx.is_adopted(run_id):
                 ctx.queue_epoch(run_id, row)
@@ -95,7 +92,7 @@ class StudyCallback(Callback):
         if ctx is None:
             return
         for member in ctx.members(trial.trial_id, trial.config):
-            ctx.rows[member.row_id].status = TERMINATED
+            ctx.update(member, state=DONE)
             finalize_member(ctx, member, trial.checkpoint)
         ctx.progress(force=True)
 
@@ -104,11 +101,10 @@ class StudyCallback(Callback):
         if ctx is None:
             return
         for member in ctx.members(trial.trial_id, trial.config):
-            row = ctx.rows[member.row_id]
-            if row.epoch >= member.trial.config.train.epochs:  # a fused member that finished
-                row.status = TERMINATED
+            if ctx.row(member).epoch >= member.trial.config.train.epochs:  # a fused member
+                ctx.update(member, state=DONE)                            # that finished
                 finalize_member(ctx, member, trial.checkpoint)
             else:
-                row.status = ERROR
+                ctx.update(member, state=FAILED)
                 ctx.close_run(ctx.run_id(member), "FAILED")
         ctx.progress(force=True)

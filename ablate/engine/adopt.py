@@ -18,16 +18,17 @@ search whose Ray state is gone while MLflow holds trials of it is refused.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ablate.engine.tunestate import TuneState, checkpoints_of
 from ablate.errors import AblateError
-from ablate.study.tunestate import TuneState, checkpoints_of
+from ablate.tracking.runs import TrialRun, logged_epochs
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from ablate.study.plan import Plan
+    from ablate.tracking.store import Tracker
 
 LOST_SEARCH = ("study '{study}': Ray's state under {path} is {state}, and a search cannot "
                "continue without it (its sampler lives there) while MLflow holds {n} of its "
@@ -58,24 +59,16 @@ class Attempt:
     note: str = ""
 
 
-def logged_epochs(client: MlflowClient, run: Any) -> int:
-    """The last epoch a run logged (0 for none)."""
-    from ablate.study.tracking import STEP_METRIC
-
-    return max((m.step for m in client.get_metric_history(run.info.run_id, STEP_METRIC)),
-               default=0)
-
-
-def plan_attempt(plan: Plan, runs: dict[str, Any], state: TuneState, tune_path: str,
-                 client: MlflowClient) -> Attempt:
+def plan_attempt(plan: Plan, runs: Mapping[str, TrialRun], state: TuneState, tune_path: str,
+                 tracker: Tracker) -> Attempt:
     """Decides what Tune is given (see the module docstring).
 
     Args:
         plan: The study plan (its trials, and to match checkpoints to trials).
-        runs: The study's trial runs in MLflow, by trial key.
+        runs: The study's trial runs, by trial key.
         state: What Tune left under ``tune_path``.
         tune_path: The study's Tune directory.
-        client: The MLflow client (to read what unfinished runs logged).
+        tracker: The tracking store (to read what unfinished runs logged).
 
     Raises:
         AblateError: Ray's state is lost and some trial cannot be continued exactly once.
@@ -91,16 +84,15 @@ def plan_attempt(plan: Plan, runs: dict[str, Any], state: TuneState, tune_path: 
     lost = []
     for key in planned:
         run = runs.get(key)
-        if run is None or run.info.status == "FINISHED":
+        if run is None or run.finished:
             continue
-        logged = logged_epochs(client, run)
+        logged = max(logged_epochs(tracker, run.run_id), default=0)
         newest = max((epochs for epochs, _ in checkpoints_of(tune_path, key, plan)), default=0)
         if logged > newest:
-            lost.append(f"{key} (run {run.info.run_id}, {logged} epoch(s) logged)")
+            lost.append(f"{key} (run {run.run_id}, {logged} epoch(s) logged)")
     if lost:
         raise AblateError(LOST_CHECKPOINTS.format(n=len(lost), trials=", ".join(lost), **words))
-    todo = tuple(k for k in planned
-                 if k not in runs or runs[k].info.status != "FINISHED")
+    todo = tuple(k for k in planned if k not in runs or not runs[k].finished)
     rest = (f"{len(todo)} to run (from their checkpoints where they have some)" if todo
             else "nothing to run")
     note = ADOPTED.format(adopted=len(planned) - len(todo), todo=rest, **words)

@@ -1,0 +1,122 @@
+"""Everything ``ablate run`` checks before it writes anything, in the order that lets bad input
+fail first: the storage is writable, the study record accepts the plan, the tracking store
+answers and accepts the study, the dataset is there and unchanged, and what Tune will be given
+can be decided (:mod:`ablate.engine.adopt`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from ablate.engine.adopt import Attempt, plan_attempt
+from ablate.errors import AblateError, ConfigError
+from ablate.study.plan import Plan
+from ablate.study.record import StudyRecord
+from ablate.study.storage import StudyDir
+from ablate.tracking.runs import TrialRun
+from ablate.tracking.store import Tracker
+
+CHANGED_PLAN = ("study '{name}' at {root} was created from a different plan (hash {old}, now "
+                "{new}){changed}; to run the changed study as a new one, pass --name NEW_NAME "
+                "(or move {root} away)")
+DAMAGED_GROUPS = ("study '{name}': {problem} ({path}); restore that file from a backup, or run "
+                  "the study anew under another --name")
+CHANGED_DATA = ("study '{name}': the dataset {path} changed since the study started; start a "
+                "new study with --name NEW_NAME")
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A study that passed its checks, and what was read on the way.
+
+    Attributes:
+        plan: The plan, with a resumed study's recorded fused groups.
+        study_dir: Where the study keeps its records.
+        record: ``study.json``; None for a study's first run.
+        tracker: The tracking store, checked to take the study.
+        runs: The study's tracked trial runs, by trial key.
+        dataset_path: The feature store.
+        data_id: The fingerprint of its features.
+        attempt: What Tune is given.
+    """
+
+    plan: Plan
+    study_dir: StudyDir
+    record: StudyRecord | None
+    tracker: Tracker
+    runs: Mapping[str, TrialRun]
+    dataset_path: Path
+    data_id: str
+    attempt: Attempt
+
+    @property
+    def needs_tune(self) -> bool:
+        return self.attempt.restore or self.attempt.keys != ()
+
+
+def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
+              quiet: bool) -> Ready:
+    """Checks the study can run (see the module docstring); starts Ray if it will train.
+
+    Raises:
+        AblateError: The first problem found, naming it and what to do.
+    """
+    from ablate.data import load
+    from ablate.data.source import ensure_store
+    from ablate.engine.raycluster import connect_ray
+    from ablate.engine.tunestate import tune_state
+    from ablate.tracking.connect import connect
+    from ablate.tracking.runs import chosen_trial_runs
+    from ablate.tracking.study import check_study
+
+    spec = plan.spec
+    study_dir = StudyDir.at(storage, spec.name)
+    study_dir.check_writable()
+    record = study_dir.read_record()
+    if record is not None:
+        plan = _resumable(plan, record, study_dir)
+    # Ray and the tracking store take seconds each to start: a study that will probably train
+    # (it did not finish last time) starts Ray while the store opens in a thread.
+    progress = study_dir.read_progress()
+    with ThreadPoolExecutor(1, thread_name_prefix="tracking-connect") as pool:
+        opened = pool.submit(connect, tracking_uri)
+        if progress is None or progress.driver != "finished":
+            connect_ray(address)
+        tracker = opened.result()
+    check_study(tracker, spec.name, plan.hash)
+    dataset_path = ensure_store(spec.dataset)
+    data_id = load(dataset_path).manifest["files"]["features.parquet"]["sha256"]
+    if record is not None and record.dataset_sha256 not in (None, data_id):
+        raise AblateError(CHANGED_DATA.format(name=spec.name, path=dataset_path))
+    runs = chosen_trial_runs(tracker, spec.name)
+    attempt = plan_attempt(plan, runs, tune_state(study_dir.tune_path), study_dir.tune_path,
+                           tracker)
+    if attempt.note and not quiet:
+        click.echo(attempt.note, err=True)
+    ready = Ready(plan, study_dir, record, tracker, runs, dataset_path, data_id, attempt)
+    if ready.needs_tune:
+        connect_ray(address)
+    return ready
+
+
+def _resumable(plan: Plan, record: StudyRecord, study_dir: StudyDir) -> Plan:
+    """The plan a study with ``record`` resumes: refused when the plan changed; with the fused
+    groups it started with, whatever resources it resumes with."""
+    name = plan.spec.name
+    if record.spec_hash != plan.hash:
+        changed = record.changes_to(plan)
+        raise AblateError(CHANGED_PLAN.format(
+            name=name, root=study_dir.root, old=record.spec_hash, new=plan.hash,
+            changed=f"; changed: {'; '.join(changed)}; to resume it, set those back"
+            if changed else ""))
+    if not plan.fused:
+        return plan
+    try:
+        return plan.regrouped(record.groups)
+    except ConfigError as exc:
+        raise AblateError(DAMAGED_GROUPS.format(name=name, problem=exc,
+                                                path=study_dir.record_path)) from None

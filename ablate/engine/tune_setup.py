@@ -1,0 +1,123 @@
+"""What Ray Tune is given: the grid of an ablation or the searcher of a search, the plan's
+scheduler, the study's own rungs for fused members, and the Tuner that runs or restores it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ablate.errors import AblateError
+from ablate.study.plan import Plan
+from ablate.study.storage import StudyDir
+
+if TYPE_CHECKING:
+    from ablate.engine.adopt import Attempt
+    from ablate.engine.context import StudyContext
+
+DAMAGED_RUNGS = ("{root}/rungs.json is not a snapshot of the study's ASHA rungs ({problem}); "
+                 "restore it from a backup, or run the study anew under another --name")
+
+
+def tune_setup(plan: Plan, keys: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
+    """(param_space, TuneConfig) for an ablation grid over ``keys``, or a search."""
+    from ray import tune
+
+    spec = plan.spec
+    # Tune's scheduler decides per Tune trial: fused trials have the study's own rungs instead.
+    scheduler = None if plan.member_rungs() is not None else plan.schedule.tune_scheduler()
+    if spec.search is None:
+        unit, values = plan.units(keys)
+        space = {unit: tune.grid_search(values)}
+        # Tune checks every result for its metric; a grid selects nothing, so it names one
+        # only for a scheduler (whose rungs then need the metric at every epoch).
+        ranked = {"metric": spec.metric, "mode": spec.mode} if scheduler is not None else {}
+        config = tune.TuneConfig(**ranked, num_samples=1,
+                                 scheduler=scheduler, reuse_actors=True,
+                                 max_concurrent_trials=spec.max_concurrent)
+        return space, config
+    import optuna
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = {}
+    for key, dist in spec.search.space.items():
+        space[key] = {"values": lambda a: tune.choice(list(a)),
+                      "uniform": lambda a: tune.uniform(*a),
+                      "loguniform": lambda a: tune.loguniform(*a),
+                      "int": lambda a: tune.randint(a[0], a[1] + 1)}[dist.kind](dist.args)
+    seed = int(plan.hash, 16) % 2**31  # reproducible per study, different across studies
+    sampler = (optuna.samplers.TPESampler(seed=seed) if spec.search.algorithm == "optuna"
+               else optuna.samplers.RandomSampler(seed=seed))
+    searcher: Any = OptunaSearch(sampler=sampler, metric=spec.metric, mode=spec.mode)
+    if len(spec.seeds) > 1:
+        searcher = Repeater(searcher, repeat=len(spec.seeds))
+    config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher,
+                             scheduler=scheduler,
+                             num_samples=spec.search.num_samples * len(spec.seeds),
+                             reuse_actors=True, max_concurrent_trials=spec.max_concurrent)
+    return space, config
+
+
+def start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
+    """A fused study with a scheduler: the Ray actor holding its rungs, seeded from the snapshot
+    of an earlier run of the study; otherwise None.
+
+    Raises:
+        AblateError: ``rungs.json`` is damaged, or holds another schedule than the spec's.
+    """
+    fresh = plan.member_rungs()
+    if fresh is None:
+        return None
+    import ray
+
+    from ablate.study.rungs import Rungs
+
+    snapshot = study_dir.read_rungs()
+    rungs = fresh
+    if snapshot is not None:
+        try:
+            rungs = Rungs.from_json(snapshot)
+            if not rungs.same_schedule(fresh):
+                raise ValueError(f"milestones {list(rungs.milestones)}, reduction factor "
+                                 f"{rungs.reduction_factor:g}, sign {rungs.sign:g}; the spec "
+                                 f"gives {list(fresh.milestones)}, "
+                                 f"{fresh.reduction_factor:g}, {fresh.sign:g}")
+        except ValueError as exc:
+            raise AblateError(DAMAGED_RUNGS.format(root=study_dir.root, problem=exc)) from None
+    # No CPU: it must never wait for a slot the trials hold. It lives as long as the driver.
+    return ray.remote(num_cpus=0)(Rungs).remote(**dataclasses.asdict(rungs))
+
+
+def fit(ctx: StudyContext, attempt: Attempt, dataset_path: Path) -> Any:
+    """Starts or restores the Tune experiment and runs it; returns Tune's ResultGrid."""
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from ablate.data.source import worker_dataset
+    from ablate.engine.callback import StudyCallback
+    from ablate.engine.trainable import train_trial
+
+    spec, study_dir = ctx.plan.spec, ctx.study_dir
+    ctx.rungs = start_rungs(ctx.plan, study_dir)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, plan=ctx.plan,
+                             dataset=worker_dataset(spec.dataset, dataset_path),
+                             tune_path=study_dir.tune_path, rungs=ctx.rungs),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    if attempt.restore:  # Tune's own grid or searcher state carries on
+        if not ctx.quiet:
+            click.echo(f"resuming study '{spec.name}' from {study_dir.root}", err=True)
+        tuner = tune.Tuner.restore(study_dir.tune_path, trainable, resume_errored=True)
+    else:
+        space, tune_config = tune_setup(ctx.plan, attempt.keys or ())
+        run_config = tune.RunConfig(
+            name="tune", storage_path=study_dir.root, verbose=0,
+            callbacks=[StudyCallback(), JsonLoggerCallback()],  # result.json: each trial's log
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
+        tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
+                           run_config=run_config)
+    return tuner.fit()

@@ -1,0 +1,252 @@
+"""The study's own records, typed and frozen: ``study.json`` (:class:`StudyRecord`, the plan a
+study runs) and ``trials.json`` (:class:`ProgressRecord`, each trial's state), both lists of
+:class:`TrialRecord`.
+
+Only this module turns them into JSON and back, validating what it reads, so the runner, the
+plan, ``ablate status`` and the report read one type and a damaged file is one error naming it.
+:class:`~ablate.study.storage.StudyDir` stores them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from ablate.config import dotted
+from ablate.errors import AblateError
+from ablate.metrics import METRICS
+
+if TYPE_CHECKING:
+    from ablate.study.plan import Plan
+
+TrialState = Literal["not started", "pending", "running", "done", "failed", "interrupted"]
+NOT_STARTED: TrialState = "not started"
+PENDING: TrialState = "pending"
+RUNNING: TrialState = "running"
+DONE: TrialState = "done"
+FAILED: TrialState = "failed"
+INTERRUPTED: TrialState = "interrupted"  # cut short by a stop of the driver: resumes next run
+TRIAL_STATES: tuple[str, ...] = get_args(TrialState)
+
+RECORD_FIELDS = {"name": str, "spec_hash": str, "trials": list}
+NOT_A_RECORD = ("{path} is not a study record (expected a JSON object with {fields}); move it "
+                "away to start the study again")
+NOT_A_TRIAL = ("{path}: trials[{index}] is {entry!r}, not an object with a string key and "
+               "variant and an integer seed (a record written by an older ablate); report from "
+               "MLflow alone with --storage DIR of a directory without this study")
+NOT_GROUPS = ("{path}: the study record's fused groups are not a mapping of group names to lists "
+              "of trial keys")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the study's records hold it: its identity (study, variant, seed: what the
+    plan made it) and, once it ran, how far it got.
+
+    Attributes:
+        key: ``variant/seedN``, the trial's identity.
+        variant: Its variant (or a search's ``cfg-<hash>``).
+        seed: Its training seed.
+        state: What the driver last knew of it.
+        epoch: The last epoch it reported.
+        metrics: Its last reported metrics (``trials.json`` keeps the test ones,
+            :data:`~ablate.metrics.METRICS`).
+    """
+
+    key: str
+    variant: str
+    seed: int
+    state: TrialState = NOT_STARTED
+    epoch: int = 0
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def identity_json(self) -> dict[str, Any]:
+        """What ``study.json`` lists of a planned trial."""
+        return {"key": self.key, "variant": self.variant, "seed": self.seed}
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``trials.json`` lists of a trial."""
+        return {**self.identity_json(), "state": self.state, "epoch": self.epoch,
+                **{k: v for k, v in self.metrics.items() if k in METRICS}}
+
+    def updated(self, **changes: Any) -> TrialRecord:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_json(cls, entry: Any) -> TrialRecord:
+        """The trial ``entry`` describes.
+
+        Raises:
+            ValueError: It is not a ``{key, variant, seed, ...}`` object of sound values.
+        """
+        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
+                and isinstance(entry.get("variant"), str) and _is_int(entry.get("seed"))):
+            raise ValueError("not a trial")
+        state = entry.get("state", NOT_STARTED)
+        epoch = entry.get("epoch", 0)
+        if state not in TRIAL_STATES or not _is_int(epoch):
+            raise ValueError("not a trial")
+        metrics = {k: float(entry[k]) for k in METRICS
+                   if isinstance(entry.get(k), (int, float)) and not isinstance(entry[k], bool)}
+        return cls(entry["key"], entry["variant"], entry["seed"], state, epoch, metrics)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """``study.json``: what a study is, pinned when it first runs.
+
+    Attributes:
+        name: The study name.
+        spec_hash: The plan's hash; a changed plan is refused on resume.
+        trials: The planned trials, in plan order (empty for a search).
+        spec: The spec's identity (:meth:`~ablate.study.spec.StudySpec.identity`).
+        configs: Each variant's resolved config, to name what changed when a plan differs.
+        groups: A fused study's groups: group name -> trial keys; None unfused (or recorded
+            before groups were).
+        source: The spec file.
+        dataset: The resolved dataset path.
+        dataset_sha256: The fingerprint of its features.
+        created: When the study first ran (seconds since the epoch).
+    """
+
+    name: str
+    spec_hash: str
+    trials: tuple[TrialRecord, ...]
+    spec: Mapping[str, Any] = field(default_factory=dict)
+    configs: Mapping[str, Any] = field(default_factory=dict)
+    groups: Mapping[str, tuple[str, ...]] | None = None
+    source: str | None = None
+    dataset: str | None = None
+    dataset_sha256: str | None = None
+    created: float | None = None
+
+    @classmethod
+    def of_plan(cls, plan: Plan, dataset: str, dataset_sha256: str) -> StudyRecord:
+        """The record a study's first run writes."""
+        spec = plan.spec
+        groups = ({name: tuple(t.key for t in members) for name, members in plan.groups.items()}
+                  if plan.fused else None)
+        return cls(name=spec.name, spec_hash=plan.hash,
+                   trials=tuple(TrialRecord(t.key, t.variant, t.seed) for t in plan.trials),
+                   spec=spec.identity(), configs=plan.variant_configs(), groups=groups,
+                   source=str(spec.source) if spec.source else None, dataset=dataset,
+                   dataset_sha256=dataset_sha256, created=time.time())
+
+    def to_json(self) -> dict[str, Any]:
+        body = {"name": self.name, "spec_hash": self.spec_hash, "spec": self.spec,
+                "source": self.source, "dataset": self.dataset,
+                "dataset_sha256": self.dataset_sha256, "created": self.created,
+                "trials": [t.identity_json() for t in self.trials], "configs": self.configs}
+        if self.groups is not None:
+            body["groups"] = {name: list(keys) for name, keys in self.groups.items()}
+        return body
+
+    @classmethod
+    def from_json(cls, body: Any, path: str) -> StudyRecord:
+        """The record ``body`` (parsed ``study.json`` at ``path``) holds.
+
+        Raises:
+            AblateError: It is not a study record, a planned trial is not a
+                ``{key, variant, seed}`` object, or its fused groups are malformed; each names
+                the file.
+        """
+        if not isinstance(body, dict) or any(
+                not isinstance(body.get(k), t) for k, t in RECORD_FIELDS.items()):
+            raise AblateError(NOT_A_RECORD.format(path=path, fields=", ".join(RECORD_FIELDS)))
+        trials = []
+        for index, entry in enumerate(body["trials"]):
+            try:
+                trials.append(TrialRecord.from_json(entry))
+            except ValueError:
+                raise AblateError(NOT_A_TRIAL.format(path=path, index=index,
+                                                     entry=entry)) from None
+        return cls(name=body["name"], spec_hash=body["spec_hash"], trials=tuple(trials),
+                   spec=_mapping(body.get("spec")), configs=_mapping(body.get("configs")),
+                   groups=_groups(body.get("groups"), path), source=_text(body.get("source")),
+                   dataset=_text(body.get("dataset")) or None,
+                   dataset_sha256=_text(body.get("dataset_sha256")),
+                   created=body.get("created") if isinstance(body.get("created"), (int, float))
+                   else None)
+
+    def changes_to(self, plan: Plan, limit: int = 8) -> list[str]:
+        """What differs between this record and ``plan``: each changed key of the spec's
+        selection (``fuse: 'none' -> 'seeds'``), then ``variant: key old -> new`` for each
+        resolved value that differs."""
+        out = []
+        if self.spec:
+            old_selection = {k: v for k, v in self.spec.items() if k not in ("base", "reference")}
+            new_selection = json.loads(json.dumps(plan.selection(), default=str))
+            out += [f"{k}: {old_selection.get(k, '-')!r} -> {new_selection.get(k, '-')!r}"
+                    for k in sorted(set(old_selection) | set(new_selection))
+                    if old_selection.get(k) != new_selection.get(k)]
+        now = plan.variant_configs()
+        for name in sorted(set(self.configs) | set(now)):
+            if name not in now or name not in self.configs:
+                out.append(f"{name}: {'removed' if name not in now else 'added'}")
+                continue
+            old, new = dotted(self.configs[name]), dotted(now[name])
+            out += [f"{name}: {k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}"
+                    for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _groups(value: Any, path: str) -> dict[str, tuple[str, ...]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+            isinstance(keys, list) and all(isinstance(k, str) for k in keys)
+            for keys in value.values()):
+        raise AblateError(NOT_GROUPS.format(path=path))
+    return {str(name): tuple(keys) for name, keys in value.items()}
+
+
+@dataclass(frozen=True)
+class ProgressRecord:
+    """``trials.json``: the driver's state and every known trial's, what ``ablate status``
+    reads.
+
+    Attributes:
+        driver: ``running``, ``finished``, ``failed`` or ``interrupted``.
+        updated: When it was written (seconds since the epoch).
+        total: The trials the study runs.
+        trials: Every known trial.
+    """
+
+    driver: str
+    updated: float
+    total: int
+    trials: tuple[TrialRecord, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"driver": self.driver, "updated": self.updated, "total": self.total,
+                "trials": [t.to_json() for t in self.trials]}
+
+    @classmethod
+    def from_json(cls, body: Any) -> ProgressRecord | None:
+        """The progress ``body`` holds; None when it is not a progress record (it is
+        informative only: the next run of the study rewrites it)."""
+        if not isinstance(body, dict) or not isinstance(body.get("trials"), list):
+            return None
+        try:
+            trials = tuple(TrialRecord.from_json(t) for t in body["trials"])
+        except ValueError:
+            return None
+        updated, total = body.get("updated"), body.get("total")
+        return cls(driver=str(body.get("driver")),
+                   updated=float(updated) if isinstance(updated, (int, float)) else 0.0,
+                   total=total if _is_int(total) else len(trials), trials=trials)
