@@ -21,6 +21,17 @@ from tests.studykit import (
 )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The held-out benchmark claims (marker ``claims``) take minutes of training: they run
+    only when asked for by name (``pytest -m claims``, as CI does after the rest)."""
+    if "claims" in (config.getoption("markexpr") or ""):
+        return
+    claims = [item for item in items if item.get_closest_marker("claims")]
+    if claims:
+        config.hook.pytest_deselected(items=claims)
+        items[:] = [item for item in items if not item.get_closest_marker("claims")]
+
+
 @pytest.fixture
 def ablate_exe() -> str:
     """Path of the installed ``ablate`` script, for tests that run the real CLI in a subprocess."""

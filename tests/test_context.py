@@ -23,7 +23,8 @@ def test_progress_counts_running_members_and_their_tune_trials(
     plan = build_plan(parse_spec({
         "name": "p", "base": "full", "seeds": [0, 1, 2, 3], **fuse,
         "ablation": {"design": "leave_one_out", "axes": {"model.como.type": ["none"]}}}))
-    ctx = StudyContext(plan=plan, tracker=None, study_dir=StudyDir.at(str(tmp_path), "p"))
+    ctx = StudyContext(plan=plan, tracker=None, study_dir=StudyDir.at(str(tmp_path), "p"),
+                       total=plan.total)
     configs = ([{GROUP_KEY: name} for name in plan.groups] if plan.fused
                else [{"trial_key": key} for key in plan.keys])
     for i, config in enumerate(configs[:3]):

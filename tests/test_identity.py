@@ -5,6 +5,7 @@ state is gone is decided from MLflow (real SQLite stores, real Tune-shaped direc
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,11 @@ def test_ablation_trials_are_their_plan_keys() -> None:
 def test_search_trials_are_named_by_their_config_and_seed() -> None:
     plan, _ = _plan(SEARCH)
     a = plan.trial({"train.lr": 0.001, "__trial_index__": 0}).identity
-    assert a == plan.trial({"train.lr": 0.001, "__trial_index__": 0}).identity  # any Ray trial id
+    # Another driver's plan, or a worker's unpickled copy, names the same point the same way.
+    again, _ = _plan(SEARCH)
+    b = again.trial({"train.lr": 0.001, "__trial_index__": 0}).identity
+    assert b == a and b is not a
+    assert pickle.loads(pickle.dumps(again)).trial({"train.lr": 0.001}).identity == a
     assert a.key == f"{a.variant}/seed0" and a.variant.startswith("cfg-")
     other_seed = plan.trial({"train.lr": 0.001, "__trial_index__": 1}).identity
     assert other_seed.variant == a.variant and other_seed.key.endswith("/seed1")
@@ -111,13 +116,13 @@ def test_lost_ray_state_adopts_finished_and_resumes_covered_trials(tracked,
     plan, _ = _plan(ABLATION)
     tune = tmp_path / "runs" / "ident" / "tune"
     _trial_dir(tune, "train_trial_aaaaa_00001_1_x", "como=none/seed0", [1, 2])
-    attempt = plan_attempt(plan, runs, TuneState.CORRUPT, str(tune), client)
+    attempt = plan_attempt(plan, runs, TuneState.CORRUPT, str(tune), client, _keys(plan))
     assert not attempt.restore
     assert attempt.keys == ("base/seed1", "como=none/seed0", "como=none/seed1")
     assert attempt.note == (f"Ray's state under {tune} is unreadable: 1 finished trial(s) "
                             f"adopted from MLflow, 3 to run (from their checkpoints where they "
                             f"have some)")
-    assert plan_attempt(plan, runs, TuneState.RESTORABLE, str(tune), client).restore
+    assert plan_attempt(plan, runs, TuneState.RESTORABLE, str(tune), client, _keys(plan)).restore
 
 
 def test_lost_checkpoints_of_logged_epochs_are_refused(tracked, tmp_path: Path) -> None:
@@ -125,7 +130,7 @@ def test_lost_checkpoints_of_logged_epochs_are_refused(tracked, tmp_path: Path) 
     plan, _ = _plan(ABLATION)
     tune = tmp_path / "elsewhere" / "ident" / "tune"
     with pytest.raises(AblateError) as error:
-        plan_attempt(plan, runs, TuneState.NONE, str(tune), client)
+        plan_attempt(plan, runs, TuneState.NONE, str(tune), client, _keys(plan))
     assert str(error.value) == (
         f"study 'ident': Ray's state under {tune} is gone, and 1 unfinished trial(s) logged "
         f"epochs that no checkpoint covers: como=none/seed0 (run {cut}, 2 epoch(s) logged); "
@@ -138,8 +143,29 @@ def test_a_search_without_its_ray_state_is_refused_once_it_has_trials(tracked,
     client, runs, _ = tracked
     plan, _ = _plan(SEARCH)
     tune = tmp_path / "tune"
-    assert not plan_attempt(plan, {}, TuneState.NONE, str(tune), client).restore
+    assert not plan_attempt(plan, {}, TuneState.NONE, str(tune), client, _keys(plan)).restore
     with pytest.raises(AblateError, match=r"^study 'srch': Ray's state under .* is gone, and a "
                                           r"search cannot continue without it .* while MLflow "
                                           r"holds 2 of its trials; "):
-        plan_attempt(plan, runs, TuneState.NONE, str(tune), client)
+        plan_attempt(plan, runs, TuneState.NONE, str(tune), client, _keys(plan))
+
+
+def _keys(plan: Plan) -> list[str] | None:
+    """The trials a plan's only stage runs: its planned trials, none for a search."""
+    return None if plan.spec.search is not None else plan.keys
+
+
+def test_epochs_filled_in_from_a_checkpoint_log_what_a_live_report_logs(tracking_uri: str) -> None:
+    """A checkpoint's history also holds the loss terms; an epoch logged from it (the driver
+    was down when it was reported) records the same metrics as one logged live."""
+    from mlflow import MlflowClient
+
+    from ablate.study.identity import TrialIdentity
+    from tests.studykit import study_tracker
+
+    tracker = study_tracker(tracking_uri, "fill", "hash")
+    run = tracker.child(TrialIdentity("base/seed0", "base", 0, "h0"), "t0", {"seed": 0})
+    tracker.log_epochs(run, [{"epoch": 1, "loss": 0.5, "mil": 0.3, "total": 0.6, "auc": 0.7,
+                              "val_auc": 0.8, "gate_abnormal": 0.2}])
+    assert set(MlflowClient(tracking_uri).get_run(run).data.metrics) == {
+        "loss", "auc", "val_auc", "gate_abnormal"}

@@ -26,18 +26,22 @@ STUDY = {"name": "plan", "base": "full", "seeds": [0, 1],
 
 def test_each_trial_config_is_resolved_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = ablate.models.spec.resolve_model_spec
 
-    def counting(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
+    def counting(real):
+        def resolve(*args, **kwargs):
+            calls.append(args)
+            return real(*args, **kwargs)
+        return resolve
 
-    monkeypatch.setattr(ablate.models.spec, "resolve_model_spec", counting)
-    monkeypatch.setattr(ablate.models, "resolve_model_spec", counting)
+    for name in ("resolve_model_spec", "resolve_loss_spec"):
+        wrapped = counting(getattr(ablate.models.spec, name))
+        for module in (ablate.models.spec, ablate.models):  # every module binding the name
+            monkeypatch.setattr(module, name, wrapped)
     plan = build_plan(parse_spec(STUDY))
-    # The base and the two changed variants, once each: seeds copy a resolved config.
+    # The base and the two changed variants, model and loss once each: seeds copy a resolved
+    # config.
     assert len(plan.variants) == 3 and len(plan.trials) == 6
-    assert len(calls) == 3
+    assert len(calls) == 6
     calls.clear()
     shipped = pickle.loads(pickle.dumps(plan))  # what a Ray worker receives
     trial = shipped.trial({"trial_key": "como.relations=motion/seed1"})

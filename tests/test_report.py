@@ -8,6 +8,7 @@ end-to-end run of ``search_spaces/smoke.yaml`` is in ``test_report_smoke.py`` (s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from scipy import stats as scipy_stats
 
 from ablate.cli import cli
 from tests.studykit import study_tracker, write_study_json
@@ -180,7 +183,7 @@ def env(tmp_path_factory) -> Env:
 
 def report(env: Env, study: str, out: Path, *extra: str):
     result = CliRunner().invoke(cli, ["report", study, "--tracking-uri", env.uri, "--storage",
-                                      str(env.storage), "--out", str(out), "--n-boot", "2000",
+                                      str(env.storage), "--out", str(out),
                                       *extra])
     return result
 
@@ -208,31 +211,48 @@ def test_report_json(abl: Path):
     rows = json.loads((abl / "ablation.json").read_text())
     assert [r["variant"] for r in rows] == ["full", "same", "worse"]  # ranked; a tie keeps plan
     keys = {"variant", "n", "auc_mean", "auc_std", "ap_mean", "ap_std", "delta_auc",
-            "delta_auc_ci", "p_auc", "delta_ap", "delta_ap_ci", "p_ap", "seeds"}
+            "delta_auc_ci", "delta_ap", "delta_ap_ci", "comparison", "seeds"}
     assert all(keys <= set(r) for r in rows)
     full, same, worse = rows
     aucs = [0.80 + 0.01 * s for s in range(5)]
     assert full["n"] == 5 and full["seeds"] == [0, 1, 2, 3, 4]
     assert full["auc_mean"] == pytest.approx(np.mean(aucs))
     assert full["auc_std"] == pytest.approx(np.std(aucs, ddof=1))
-    for row in (full, same):
-        assert row["delta_auc"] == 0.0 and row["p_auc"] == 1.0
-        assert row["delta_auc_ci"] == [0.0, 0.0]
-    assert worse["delta_auc"] == pytest.approx(-0.1 + np.mean(NOISE))
+    assert full["comparison"] is None and full["delta_auc"] is None  # the base
+    assert same["delta_auc"] == 0.0 and same["delta_auc_ci"] == [0.0, 0.0]
+    # Identical on every seed: equivalent within delta (TOST), not better or worse.
+    assert same["comparison"]["decision"] == "equivalent" and same["comparison"]["p"] == 1.0
+    diffs = [-0.1 + e for e in NOISE]
+    assert worse["delta_auc"] == pytest.approx(np.mean(diffs))
     low, high = worse["delta_auc_ci"]
-    assert low < worse["delta_auc"] < high < 0
-    assert worse["p_auc"] == worse["p_ap"] == 0.0625
+    half = scipy_stats.t.ppf(0.975, 4) * np.std(diffs, ddof=1) / np.sqrt(5)
+    assert (low, high) == pytest.approx((np.mean(diffs) - half, np.mean(diffs) + half))
+    c = worse["comparison"]
+    # Five negative differences: the sign-flip p is 2 / 2**5 whatever their size, and Holm
+    # over the table's two comparisons doubles it; 5 seeds cannot decide a difference.
+    assert c["p"] == 0.0625 and c["p_holm"] == 0.125 and c["wins"] == 0.0
+    assert c["decision"] == "undecided" and c["seeds_needed"] == 7
+    assert c["why"] == ("5 seeds cannot reach Holm's threshold for 2 comparisons (the sign-flip "
+                        "p is at least 0.0625 > 0.025); 7 can")
+    assert c["d_z"] == pytest.approx(np.mean(diffs) / np.std(diffs, ddof=1))
+    assert c["d_z_ci"][0] < c["d_z"] < c["d_z_ci"][1] < 0
     assert worse["delta_ap"] == pytest.approx(-0.2 + np.mean(NOISE))
 
 
 def test_report_markdown_and_latex(abl: Path):
     md = (abl / "ablation.md").read_text()
-    assert "| 1 | full | 5 | 82.00 ± 1.58 | (base) | – | 52.00 ± 1.58 | (base) | – |" in md
-    assert "| 3 | worse | 5 | 72.10 ± 1.61 | -9.90 [-10.12, -9.68] | 0.062 |" in md
+    assert ("| # | variant | n | AUC (%) | ΔAUC [95% CI] | p | p (Holm) | d_z [CI] | wins | "
+            "decision | AP (%) | ΔAP [95% CI] |") in md
+    assert ("| 1 | full | 5 | 82.00 ± 1.58 | (base) | – | – | – | – | – | 52.00 ± 1.58 | "
+            "(base) |") in md
+    assert "| 3 | worse | 5 | 72.10 ± 1.61 | -9.90 [-10.26, -9.54] | 0.062 | 0.125 |" in md
+    assert "| 0/5 | undecided (~7 seeds) |" in md
+    assert ("5 seeds cannot reach Holm's threshold for 2 comparisons (the sign-flip p is at least "
+            "0.0625 > 0.025); 7 can") in md
     tex = (abl / "ablation.tex").read_text()
     for needle in (r"\begin{tabular}", r"\toprule", r"\midrule", r"\bottomrule",
-                   r"\label{tab:abl}",
-                   r"\texttt{worse} & 5 & 72.10 $\pm$ 1.61 & $-$9.90 [$-$10.12, $-$9.68] & 0.062"):
+                   r"\label{tab:abl}", r"$p_\mathrm{Holm}$",
+                   r"\texttt{worse} & 5 & 72.10 $\pm$ 1.61 & $-$9.90 [$-$10.26, $-$9.54] & 0.062"):
         assert needle in tex
 
 
@@ -277,9 +297,9 @@ def test_unfinished_study(env: Env, tmp_path: Path):
     rows = _by_variant(tmp_path / "part")
     assert list(rows) == ["full", "clav=none", "como=none"]
     clav = rows["clav=none"]
-    assert (clav["n"], clav["auc_std"], clav["delta_auc_ci"], clav["p_auc"]) == (1, None, None,
-                                                                                None)
+    assert (clav["n"], clav["auc_std"], clav["delta_auc_ci"]) == (1, None, None)
     assert clav["delta_auc"] == pytest.approx(-0.05)
+    assert (clav["comparison"]["p"], clav["comparison"]["decision"]) == (1.0, "undecided")
     como = rows["como=none"]
     assert (como["n"], como["auc_mean"], como["delta_auc"]) == (0, None, None)
     md = (tmp_path / "part" / "ablation.md").read_text()
@@ -287,8 +307,9 @@ def test_unfinished_study(env: Env, tmp_path: Path):
         "4/9 trials finished; missing 5: clav=none/seed1 (failed), clav=none/seed2 (not "
         "started), como=none/seed0 (running), como=none/seed1 (not started), como=none/seed2 "
         "(not started)")
-    assert "| 2 | clav=none | 1 | 75.00 | -5.00 | – | 45.00 | -5.00 | – |" in md
-    assert "| – | como=none | 0 | – | – | – | – | – | – |" in md
+    assert ("| 2 | clav=none | 1 | 75.00 | -5.00 | 1.000 | 1.000 | – | 0/1 | undecided | 45.00 "
+            "| -5.00 |") in md
+    assert "| – | como=none | 0 | – | – | – | – | – | – | – | – | – |" in md
     page = (tmp_path / "part" / "index.html").read_text()
     assert 'id="missing"' in page and 'class="status partial"' in page
 
@@ -394,8 +415,9 @@ def test_without_study_record(env: Env, tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert f"note: no study.json at {env.storage}/norec/study.json" in result.stderr
     rows = _by_variant(tmp_path / "norec")
-    assert rows["full"]["p_auc"] == 1.0 and rows["full"]["delta_auc"] == 0.0  # base: "full"
+    assert rows["full"]["comparison"] is None and rows["full"]["delta_auc"] is None  # the base
     assert rows["worse"]["n"] == 2 and rows["worse"]["delta_auc_ci"] is not None
+    assert rows["worse"]["comparison"]["decision"] == "undecided"
 
 
 def test_record_of_another_spec_or_without_base(env: Env, tmp_path: Path):
@@ -407,7 +429,8 @@ def test_record_of_another_spec_or_without_base(env: Env, tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert (f"note: {tmp_path}/a/norec/study.json belongs to another spec (hash changed, MLflow "
             f"has hash-norec); ignored: planned trials are unknown\n") in result.stderr
-    assert _by_variant(tmp_path / "out-a")["full"]["p_auc"] == 1.0  # the default base
+    rows = _by_variant(tmp_path / "out-a")
+    assert rows["full"]["comparison"] is None and rows["worse"]["comparison"]  # the default base
 
     write_study_json(str(tmp_path / "b"), "norec", {**other, "spec_hash": "hash-norec"})
     result = report(env, "norec", tmp_path / "out-b", "--storage", str(tmp_path / "b"))
@@ -415,7 +438,7 @@ def test_record_of_another_spec_or_without_base(env: Env, tmp_path: Path):
     assert ("note: no base variant 'ref' among the finished runs; deltas are left out (the "
             "spec's base_name names it)\n") in result.stderr
     rows = _by_variant(tmp_path / "out-b")
-    assert all(r["delta_auc"] is None and r["p_auc"] is None for r in rows.values())
+    assert all(r["delta_auc"] is None and r["comparison"] is None for r in rows.values())
 
 
 def test_variants_come_from_the_record_and_the_run_tags_not_the_trial_keys(env: Env,
@@ -474,7 +497,7 @@ def test_search_latex_has_a_column_per_cell_when_selecting_on_validation():
     search = Report(study="s", tracking_uri="sqlite:///x.db", parent_run_id="p", spec_hash=None,
                     design=None, dataset=None, metric="val_auc", mode="max", base=None,
                     is_search=True, rows=(), planned=2, finished=2, missing=(), best=None,
-                    n_boot=10, seed=0, configs=(config,), search_params=("train.lr",))
+                    seed=0, configs=(config,), search_params=("train.lr",))
     tex = latex(search)
     cols = tex.split(r"\begin{tabular}{")[1].split("}")[0]
     head, body = [line for line in tex.splitlines() if line.endswith(r"\\")]
@@ -500,7 +523,7 @@ def test_unknown_study(env: Env, tmp_path: Path):
 def test_default_out_dir(env: Env, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["report", "abl", "--tracking-uri", env.uri, "--storage",
-                                      str(env.storage), "--n-boot", "100"])
+                                      str(env.storage)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "dashboards" / "abl" / "index.html").is_file()
     assert "  open:      dashboards/abl/index.html" in result.stdout
@@ -616,6 +639,33 @@ def test_ui_serves_the_store_on_loopback(env: Env, ablate_exe: str):
     assert first == f"MLflow UI for {env.uri} at http://127.0.0.1:{port} (Ctrl-C stops it)\n"
 
 
+@contextlib.contextmanager
+def mlflow_ui(ablate_exe: str, uri: str, lines: int) -> Iterator[tuple[int, list[str]]]:
+    """``ablate ui`` on ``uri`` in a session of its own, answering: its port and the first
+    ``lines`` lines it printed; stopped (the whole session) at the end."""
+    port = _free_port()
+    proc = subprocess.Popen([ablate_exe, "ui", "--port", str(port), "--tracking-uri", uri],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        printed = [proc.stdout.readline().strip() for _ in range(lines)]
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield port, printed
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @pytest.mark.slow  # an MLflow server and a browser
 def test_ui_opens_a_study_on_its_trials_with_their_metrics(tmp_path: Path, ablate_exe: str):
     """The MLflow UI itself, in Chromium: the link `ablate ui` prints opens the study on its
@@ -640,38 +690,55 @@ def test_ui_opens_a_study_on_its_trials_with_their_metrics(tmp_path: Path, ablat
     experiment = client.get_experiment_by_name("uiview")
     assert experiment.tags[EXPERIMENT_KIND[0]] == "custom_model_development"
 
-    port = _free_port()
-    proc = subprocess.Popen([ablate_exe, "ui", "--port", str(port), "--tracking-uri", uri],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        assert proc.stdout.readline().startswith(f"MLflow UI for {uri} at ")
-        link = proc.stdout.readline().strip()
+    with mlflow_ui(ablate_exe, uri, lines=2) as (port, lines):
+        assert lines[0].startswith(f"MLflow UI for {uri} at ")
+        link = lines[1]
         assert link == (f"uiview: http://127.0.0.1:{port}/#/experiments/"
                         f"{experiment.experiment_id}/runs?workflowType=machine_learning&"
                         f"viewStateShareKey=ablate")
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.5)
         dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p'}",
                               "--window-size=1600,900", "--virtual-time-budget=30000",
                               "--dump-dom", link.split(": ", 1)[1]],
                              capture_output=True, text=True, timeout=180)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     page = dom.stdout
     for text in ("full/seed0", "como=none/seed0", ">auc<", ">ap<", "ablate.variant", "0.8123",
                  "Model training"):
         assert text in page, text
+
+
+@pytest.mark.slow  # an MLflow server and a browser
+def test_ui_shows_the_ablation_table_as_summary_runs(env: Env, abl: Path, tmp_path: Path,
+                                                     ablate_exe: str):
+    """``ablate report`` writes one summary run per variant; `ablate ui` links the study's view
+    of them, which opens on the variants with their means, adjusted p and decisions."""
+    from mlflow import MlflowClient
+
+    chromium = _chromium()
+    client = MlflowClient(env.uri)
+    experiment = client.get_experiment_by_name("abl")
+    summaries = client.search_runs([experiment.experiment_id], "tags.`ablate.role` = 'summary'")
+    assert sorted(r.data.tags["ablate.variant"] for r in summaries) == ["full", "same", "worse"]
+    worse, = (r for r in summaries if r.data.tags["ablate.variant"] == "worse")
+    assert worse.data.tags["ablate.decision"] == "undecided"
+    assert worse.data.metrics["p_holm"] == 0.125 and worse.data.metrics["n"] == 5
+    with mlflow_ui(ablate_exe, env.uri, lines=2) as (port, lines):
+        link = (f"abl (summaries): http://127.0.0.1:{port}/#/experiments/"
+                f"{experiment.experiment_id}/runs?workflowType=machine_learning&"
+                f"viewStateShareKey=ablate-summaries")
+        assert lines[1] == link, lines  # the test's studies have no trial views
+        # Wide enough that the grid renders every column of the view (it renders those seen).
+        flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p'}", "--window-size=2400,900",
+                 "--virtual-time-budget=30000"]
+        dom = subprocess.run([chromium, *flags, "--dump-dom", link.split(": ", 1)[1]],
+                             capture_output=True, text=True, timeout=180)
+        shot = tmp_path / "summaries.png"
+        subprocess.run([chromium, *flags, f"--screenshot={shot}", link.split(": ", 1)[1]],
+                       capture_output=True, text=True, timeout=180)
+    page = dom.stdout
+    for text in ("worse: undecided", "same: equivalent", "full: base", ">auc_mean<",
+                 ">delta_auc<", ">p_holm<"):
+        assert text in page, text
+    assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
 
 
 def test_ui_refuses_missing_store_and_busy_port(tmp_path: Path, env: Env):

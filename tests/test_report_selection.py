@@ -42,7 +42,7 @@ def _write_study(root: Path, name: str, select_on_test: bool) -> str:
 def _report(root: Path, name: str, uri: str) -> str:
     out = root / "out" / name
     result = CliRunner().invoke(cli, ["report", name, "--tracking-uri", uri, "--storage",
-                                      str(root / "runs"), "--out", str(out), "--n-boot", "200"])
+                                      str(root / "runs"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     return (out / "ablation.md").read_text()
 

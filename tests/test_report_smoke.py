@@ -85,11 +85,16 @@ def test_smoke_report(smoke: Path):
     assert set(rows) == {"full", "clav=none", "como=none"}
     assert all(r["n"] == 2 and r["seeds"] == [0, 1] for r in rows.values())
     full = rows["full"]
-    assert full["delta_auc"] == 0.0 and full["p_auc"] == 1.0
-    assert full["delta_ap"] == 0.0 and full["p_ap"] == 1.0
-    for row in rows.values():
+    assert full["is_base"] and full["comparison"] is None and full["delta_auc"] is None
+    for name in ("clav=none", "como=none"):
+        row = rows[name]
         assert 0.0 < row["auc_mean"] < 1.0 and row["auc_std"] is not None
-        assert row["delta_auc_ci"] is not None and row["p_auc"] in (0.5, 1.0)  # 2 pairs
+        assert row["delta_auc_ci"] is not None and row["comparison"]["p"] in (0.5, 1.0)  # 2 pairs
+        # 2 seeds, 2 comparisons: no difference can be decided, and the report says so.
+        assert row["comparison"]["decision"] == "undecided"
+        assert row["comparison"]["why"] == (
+            "2 seeds cannot reach Holm's threshold for 2 comparisons (the sign-flip p is at "
+            "least 0.5 > 0.025); 7 can")
 
     client = _client(smoke)
     experiment = client.get_experiment_by_name("smoke")
@@ -116,7 +121,8 @@ def test_smoke_report_with_a_failed_trial(smoke: Path, tmp_path: Path, monkeypat
     assert "missing 1 trial(s):\n  clav=none/seed1" in result.stderr
     assert "failed" in result.stderr.splitlines()[1]
     rows = {r["variant"]: r for r in json.loads((tmp_path / "r" / "ablation.json").read_text())}
-    assert rows["clav=none"]["n"] == 1 and rows["clav=none"]["p_auc"] is None
+    assert rows["clav=none"]["n"] == 1 and rows["clav=none"]["delta_auc_ci"] is None
+    assert rows["clav=none"]["comparison"]["decision"] == "undecided"
 
 
 def test_search_report(smoke: Path, workdir):

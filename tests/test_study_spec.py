@@ -30,7 +30,7 @@ def _spec(**changes: object) -> dict:
 
 
 @pytest.mark.parametrize(("name", "count", "n_variants"), [
-    ("smoke", 6, 3), ("como", 48, 8), ("clav", 21, 7), ("full", 27, 9)])
+    ("smoke", 6, 3), ("como", 128, 8), ("clav", 21, 7), ("full", 27, 9)])
 def test_shipped_specs_expand(name: str, count: int, n_variants: int) -> None:
     trials = build_plan(load_spec(SPECS / f"{name}.yaml")).trials
     assert len(trials) == count
@@ -90,7 +90,8 @@ BAD_SPECS = [
     ("name: t\nbase: full\nseedz: 2\n",
      "seedz: unknown key; did you mean 'seeds'? Allowed: name, description, dataset, base, "
      "base_name, overrides, ablation, seeds, search, scheduler, metric, mode, resources, "
-     "max_concurrent, max_failures, reference, select_on_test, fuse, fuse_members"),
+     "max_concurrent, max_failures, reference, select_on_test, fuse, fuse_members, decision, "
+     "confirm"),
     ("name: t\nbase: full\nablation:\n  axes:\n    model.clav.type: [clv]\n",
      "ablation.axes model.clav.type='clv': model.clav.type: unknown component 'clv'; did you "
      "mean 'clav'? Allowed: clav, none"),
@@ -247,3 +248,72 @@ def test_enumerations_are_the_field_annotations() -> None:
         module.ALGORITHMS)
     assert typing.get_args(typing.get_type_hints(module.Distribution)["kind"]) == (
         module.DISTRIBUTIONS)
+
+
+# -- seeds, decisions, confirmation ---------------------------------------------------------------
+
+def test_adaptive_seeds_are_part_of_the_identity() -> None:
+    spec = parse_spec(_spec(seeds={"initial": 4, "max": 10, "step": 3}))
+    assert spec.seeds == tuple(range(10)) and spec.adaptive.rounds == (4, 7, 10)
+    assert spec.identity()["adaptive"] == {"initial": 4, "max": 10, "step": 3}
+    fixed = build_plan(parse_spec(_spec(seeds=10))).hash
+    assert build_plan(spec).hash != fixed
+    assert build_plan(parse_spec(_spec(seeds={"initial": 4, "max": 10, "step": 2}))).hash != (
+        build_plan(spec).hash)
+    # Spelling out the default decision rule changes nothing the plan runs, but it is recorded.
+    rule = parse_spec(_spec(decision={"metric": "auc", "alpha": 0.05, "delta": 0.01}))
+    assert rule.rule == parse_spec(_spec()).rule and "decision" in rule.identity()
+    assert "adaptive" not in parse_spec(_spec()).identity()
+
+
+@pytest.mark.parametrize("settings, problem", [
+    ({"seeds": {"initial": 1, "max": 4}}, "seeds.initial: must be >= 2, got 1"),
+    ({"seeds": {"initial": 6, "max": 4}}, "seeds.max: must be >= 6, got 4"),
+    ({"seeds": {"initial": 6}}, "seeds.max: missing; expected a count >= 1, a non-empty list of "
+                                "seeds, or {initial, max, step}"),
+    ({"seeds": {"initial": 2, "max": 4, "stride": 2}}, "seeds.stride: unknown key"),
+    ({"seeds": 1000000000}, "seeds: must be <= 1000, got 1000000000"),
+    ({"seeds": [99999999999999999999999]}, "seeds[0]: must be <= 2147483647"),
+    ({"decision": {"alpha": 0.7}}, "decision.alpha: must be in (0, 0.5], got 0.7"),
+    ({"decision": {"delta": 0}}, "decision.delta: must be in (0, 1) (the metric's units), got 0"),
+    ({"decision": {"metric": "auroc"}}, "decision.metric: expected one of val_auc, val_ap, auc, "
+                                        "ap, ap_sklearn, got 'auroc'"),
+    ({"confirm": {"top_k": 2}}, "confirm: confirms a search's best configurations"),
+])
+def test_bad_design_keys_are_refused(settings: dict, problem: str) -> None:
+    import re
+
+    from ablate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        build_plan(parse_spec(_spec(**settings)))
+
+
+SEARCH = {"name": "s", "base": "full", "seeds": [0, 1],
+          "search": {"num_samples": 2, "space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}}
+
+
+def test_a_confirmation_runs_on_fresh_seeds_only() -> None:
+    import re
+
+    from ablate.errors import ConfigError
+
+    counted = parse_spec({**SEARCH, "confirm": {"top_k": 2, "seeds": 3}})
+    assert counted.confirm.seeds == (2, 3, 4) and counted.confirm.top_k == 2
+    assert parse_spec({**SEARCH, "confirm": {"seeds": [7, 9]}}).confirm.seeds == (7, 9)
+    with pytest.raises(ConfigError, match=re.escape(
+            "confirm.seeds: [1] were the search's seeds; confirming on them would measure the "
+            "search again")):
+        parse_spec({**SEARCH, "confirm": {"seeds": [1, 5]}})
+    with pytest.raises(ConfigError, match="adaptive seeds decide an ablation's comparisons"):
+        parse_spec({**SEARCH, "seeds": {"initial": 2, "max": 4}})
+
+
+def test_adaptive_seeds_need_the_base_among_the_variants() -> None:
+    from ablate.errors import ConfigError
+
+    spec = _spec(seeds={"initial": 2, "max": 4}, base_name="other",
+                 ablation={"design": "grid", "axes": {"model.clav.type": ["none"]}})
+    with pytest.raises(ConfigError, match="adaptive seeds decide each variant against the base "
+                                          "'other', which this study does not run"):
+        build_plan(parse_spec(spec))

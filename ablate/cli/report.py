@@ -41,11 +41,9 @@ def _check_store(uri: str) -> None:
                    "sqlite:///mlflow.db].")
 @click.option("--storage", default=DEFAULT_STORAGE, show_default=True,
               help="Where the study keeps study.json (for planned trials and the search space).")
-@click.option("--n-boot", type=click.IntRange(min=1), default=10_000, show_default=True,
-              help="Bootstrap resamples per confidence interval.")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="RNG seed of the bootstrap and permutation tests.")
-def report(study: str, out: Path | None, tracking_uri: str | None, storage: str, n_boot: int,
+              help="RNG seed of the parameter importances' forest (searches).")
+def report(study: str, out: Path | None, tracking_uri: str | None, storage: str,
            seed: int) -> None:
     """Write the ablation table and plots of STUDY (finished or not) and log them to MLflow."""
     from ablate.cli.options import study_name
@@ -54,6 +52,7 @@ def report(study: str, out: Path | None, tracking_uri: str | None, storage: str,
     from ablate.report.publish import ARTIFACT_PATH, log_report, write_report
     from ablate.report.render.terminal import summary, warnings
     from ablate.report.scores import read_best_scores
+    from ablate.report.summaries import publish_summaries
     from ablate.tracking.connect import connect
     from ablate.tracking.uri import resolve_tracking_uri
 
@@ -64,13 +63,14 @@ def report(study: str, out: Path | None, tracking_uri: str | None, storage: str,
     runs = collect(tracker, study, storage)
     best_scores, score_notes = read_best_scores(tracker, runs)
     result = build_report(runs, metric_histories(tracker, runs.finished, runs.metric),
-                          best_scores, score_notes, n_boot=n_boot, seed=seed)
+                          best_scores, score_notes, seed=seed)
     target = out if out is not None else Path(DEFAULT_DASHBOARDS) / study
     try:
         files = write_report(result, target)
     except OSError as exc:
         raise AblateError(CANNOT_WRITE.format(path=target, problem=exc.strerror or exc)) from None
     log_report(tracker, result, target, files)
+    summaries = publish_summaries(tracker, result)
 
     for line in summary(result):
         click.echo(line)
@@ -79,24 +79,38 @@ def report(study: str, out: Path | None, tracking_uri: str | None, storage: str,
     plots = sum(1 for f in files if f.suffix == ".png")
     names = ", ".join(f.name for f in files if f.suffix != ".png")
     click.echo(f"wrote {target}/: {names}, {plots} plot(s)")
-    click.echo(f"logged to MLflow run {result.parent_run_id} under {ARTIFACT_PATH}/")
+    click.echo(f"logged to MLflow run {result.parent_run_id} under {ARTIFACT_PATH}/, with "
+               f"{len(summaries)} summary run(s)")
     click.echo(f"  open:      {target / 'index.html'}")
     click.echo(f"  MLflow UI: ablate ui --tracking-uri {uri}")
 
 
 def study_links(uri: str, base: str) -> list[tuple[str, str]]:
-    """``(study, link)`` of every study in the store that has a prepared view (its trials with
-    their metric columns); a store that cannot be read lists none, the UI will say why."""
+    """``(label, link)`` of every prepared view in the store: each study's trials with their
+    metric columns, and its summaries (the ablation table, once reported); a store that cannot
+    be read lists none, the UI will say why."""
     from ablate.tracking.connect import connect
     from ablate.tracking.runs import STUDY
-    from ablate.tracking.view import VIEW_TAG, view_url
+    from ablate.tracking.view import (
+        SUMMARY_VIEW_KEY,
+        SUMMARY_VIEW_TAG,
+        VIEW_KEY,
+        VIEW_TAG,
+        view_url,
+    )
 
     try:
         experiments = connect(uri).experiments(STUDY)
     except Exception:  # a store it cannot read: the UI says why
         return []
-    return sorted((e.name, view_url(base, e.experiment_id)) for e in experiments
-                  if VIEW_TAG in e.tags)
+    links = []
+    for e in sorted(experiments, key=lambda e: e.name):
+        if VIEW_TAG in e.tags:
+            links.append((e.name, view_url(base, e.experiment_id, VIEW_KEY)))
+        if SUMMARY_VIEW_TAG in e.tags:
+            links.append((f"{e.name} (summaries)",
+                          view_url(base, e.experiment_id, SUMMARY_VIEW_KEY)))
+    return links
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -63,19 +63,29 @@ def print_trial_table(plan: Plan) -> int:
                    f"{', '.join(spec.search.space)}; {spec.search.num_samples} samples x "
                    f"{len(spec.seeds)} seed(s) = {plan.total} trials; scheduler "
                    f"{spec.scheduler.type}")
+        if spec.confirm is not None:
+            click.echo(f"then the best {spec.confirm.top_k} configuration(s) by {spec.metric} on "
+                       f"fresh seeds {list(spec.confirm.seeds)}: "
+                       f"{spec.confirm.top_k * len(spec.confirm.seeds)} more trials")
         return plan.total
-    width = max(len(t.variant) for t in plan.trials)
+    first = (plan.trials if spec.adaptive is None
+             else [t for t in plan.trials if t.seed < spec.adaptive.initial])
+    width = max(len(t.variant) for t in first)
     click.echo(f"{'#':>4}  {'variant':<{width}}  seed  changes")
     changes = {v.name: v.changes for v in plan.variants}
-    for i, t in enumerate(plan.trials, start=1):
+    for i, t in enumerate(first, start=1):
         change = ", ".join(f"{k}={v}" for k, v in changes[t.variant].items()) or "-"
         click.echo(f"{i:>4}  {t.variant:<{width}}  {t.seed:>4}  {change}")
-    click.echo(f"study '{spec.name}' ({spec.design}): {len(plan.variants)} variants x "
-               f"{len(spec.seeds)} seed(s) = {plan.total} trials")
+    if spec.adaptive is None:
+        click.echo(f"study '{spec.name}' ({spec.design}): {len(plan.variants)} variants x "
+                   f"{len(spec.seeds)} seed(s) = {plan.total} trials")
+    else:
+        _print_rounds(plan, len(first))
     if plan.fused:
         from ablate.study.plan import members_per_unit
 
-        groups, limit = plan.groups, members_per_unit(spec, len(plan.trials))
+        stage = plan.for_stage([t.key for t in first])
+        groups, limit = stage.groups, members_per_unit(spec, len(first))
         sizing = (f"fuse_members {limit}" if spec.fuse_members is not None
                   else "auto: whole groups on GPUs" if limit is None
                   else f"auto: at most {limit} per Tune trial on CPU, {spec.max_concurrent} "
@@ -83,6 +93,24 @@ def print_trial_table(plan: Plan) -> int:
         click.echo(f"fused ({spec.fuse}; {sizing}): {len(groups)} Tune trial(s): " + "; ".join(
             f"{name} ({len(members)})" for name, members in groups.items()))
     return plan.total
+
+
+def _print_rounds(plan: Plan, first: int) -> None:
+    """An adaptive study's rounds, and where its decisions can be made."""
+    spec = plan.spec
+    assert spec.adaptive is not None
+    rule, rounds = spec.rule, spec.adaptive.rounds
+    looks = spec.adaptive.looks(len(plan.variants) - 1, rule.alpha)
+    deciding = [f"{n} (alpha {a:.3g})" for n, a in zip(looks.seeds, looks.difference,
+                                                       strict=True) if a]
+    click.echo(f"study '{spec.name}' ({spec.design}): {len(plan.variants)} variants; adaptive "
+               f"seeds: round 1 runs {first} trials ({rounds[0]} seeds each), then rounds at "
+               f"{', '.join(str(n) for n in rounds[1:]) or 'none'} seeds for the variants "
+               f"still undecided against '{spec.base_name}' on {rule.metric}; at most "
+               f"{plan.total} trials")
+    click.echo(f"decisions (alpha {rule.alpha:g}, delta {rule.delta:g}): better/worse at "
+               f"{', '.join(deciding) or 'no round (see ablate report)'}; equivalence at every "
+               f"round (alpha {looks.equivalence[0]:.3g} each)")
 
 
 @click.command("run")
@@ -133,6 +161,23 @@ def run(spec_file: Path, dry_run: bool, storage: str, tracking_uri: str | None,
     _summary(spec, outcome)
     if outcome.failed:
         raise SystemExit(1)
+    _publish_summaries(spec.name, storage, uri)
+
+
+def _publish_summaries(study: str, storage: str, uri: str) -> None:
+    """The finished study's table as summary runs in the tracking store (what ``ablate
+    report`` also writes), so the UI shows it without a report."""
+    from ablate.report.build import build_report
+    from ablate.report.collect import collect
+    from ablate.report.summaries import publish_summaries
+    from ablate.tracking.connect import connect
+
+    try:
+        tracker = connect(uri)
+        publish_summaries(tracker, build_report(collect(tracker, study, storage), {}))
+    except AblateError as exc:  # the study is done; its table can still be reported later
+        click.echo(f"warning: the summary runs were not written ({exc}); `ablate report "
+                   f"{study}` writes them", err=True)
 
 
 def _summary(spec: StudySpec, outcome: StudyOutcome) -> None:

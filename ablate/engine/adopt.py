@@ -18,7 +18,7 @@ search whose Ray state is gone while MLflow holds trials of it is refused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -60,7 +60,7 @@ class Attempt:
 
 
 def plan_attempt(plan: Plan, runs: Mapping[str, TrialRun], state: TuneState, tune_path: str,
-                 tracker: Tracker) -> Attempt:
+                 tracker: Tracker, keys: Sequence[str] | None) -> Attempt:
     """Decides what Tune is given (see the module docstring).
 
     Args:
@@ -69,13 +69,14 @@ def plan_attempt(plan: Plan, runs: Mapping[str, TrialRun], state: TuneState, tun
         state: What Tune left under ``tune_path``.
         tune_path: The study's Tune directory.
         tracker: The tracking store (to read what unfinished runs logged).
+        keys: The planned trials of the stage (None: a search, whose trials Tune samples).
 
     Raises:
         AblateError: Ray's state is lost and some trial cannot be continued exactly once.
     """
     if state is TuneState.RESTORABLE:
         return Attempt(restore=True)
-    planned = None if plan.spec.search is not None else plan.keys
+    planned = None if keys is None else list(keys)
     words = {"study": plan.spec.name, "path": tune_path, "state": STATE_WORDS[state]}
     if planned is None:
         if runs:

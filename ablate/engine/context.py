@@ -53,9 +53,10 @@ class StudyContext:
     """The live state of the running study, used by the Tune callback in the driver.
 
     Attributes:
-        plan: The study's plan.
+        plan: The plan of the stage running now (:mod:`ablate.engine.stages`).
         tracker: Its tracked runs.
         study_dir: Where its records are kept.
+        total: The trials of the stages pinned so far.
         rows: Each planned trial a Tune trial trains, by (Tune trial id, trial key).
         configs: Each Tune trial's config, by Tune trial id.
         adopted: Finished trials Ray does not run (adopted from the tracking store).
@@ -69,6 +70,7 @@ class StudyContext:
     plan: Plan
     tracker: StudyTracker
     study_dir: StudyDir
+    total: int
     rows: dict[RowId, TrialRecord] = field(default_factory=dict)
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     adopted: list[TrialRecord] = field(default_factory=list)
@@ -80,9 +82,10 @@ class StudyContext:
     quiet: bool = False
     rungs: Any = None
 
-    @property
-    def total(self) -> int:
-        return self.plan.total
+    def begin(self, plan: Plan, total: int) -> None:
+        """Starts a stage: its plan looks up what its Tune trials train."""
+        self.plan, self.total = plan, total
+        self.configs.clear()
 
     def members(self, trial_id: str, config: dict[str, Any]) -> list[Member]:
         """The planned trials the Tune trial ``trial_id`` trains, each with its row."""

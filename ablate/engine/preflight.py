@@ -1,7 +1,7 @@
 """Everything ``ablate run`` checks before it writes anything, in the order that lets bad input
 fail first: the storage is writable, the study record accepts the plan, the tracking store
 answers and accepts the study, the dataset is there and unchanged, and what Tune will be given
-can be decided (:mod:`ablate.engine.adopt`)."""
+for the study's first stage to run can be decided (:mod:`ablate.engine.adopt`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ablate.engine.adopt import Attempt, plan_attempt
+from ablate.engine.stages import Stage, Stages
 from ablate.errors import AblateError, ConfigError
 from ablate.study.plan import Plan
 from ablate.study.record import StudyRecord
@@ -41,7 +42,9 @@ class Ready:
         runs: The study's tracked trial runs, by trial key.
         dataset_path: The feature store.
         data_id: The fingerprint of its features.
-        attempt: What Tune is given.
+        stages: The study's stages (the first not yet pinned for a new study).
+        stage: The study's first stage, and ``attempt``, what Tune is given for it (decided
+            here, so a stage that cannot continue is refused before anything is written).
     """
 
     plan: Plan
@@ -51,16 +54,15 @@ class Ready:
     runs: Mapping[str, TrialRun]
     dataset_path: Path
     data_id: str
+    stages: Stages
+    stage: Stage
     attempt: Attempt
-
-    @property
-    def needs_tune(self) -> bool:
-        return self.attempt.restore or self.attempt.keys != ()
 
 
 def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
               quiet: bool) -> Ready:
-    """Checks the study can run (see the module docstring); starts Ray if it will train.
+    """Checks the study can run (see the module docstring); starts Ray meanwhile unless the
+    study finished last time.
 
     Raises:
         AblateError: The first problem found, naming it and what to do.
@@ -68,7 +70,6 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     from ablate.data import load
     from ablate.data.source import ensure_store
     from ablate.engine.raycluster import connect_ray
-    from ablate.engine.tunestate import tune_state
     from ablate.tracking.connect import connect
     from ablate.tracking.runs import chosen_trial_runs
     from ablate.tracking.study import check_study
@@ -93,14 +94,23 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     if record is not None and record.dataset_sha256 not in (None, data_id):
         raise AblateError(CHANGED_DATA.format(name=spec.name, path=dataset_path))
     runs = chosen_trial_runs(tracker, spec.name)
-    attempt = plan_attempt(plan, runs, tune_state(study_dir.tune_path), study_dir.tune_path,
-                           tracker)
+    stages = Stages(plan, study_dir)
+    stage = stages.pinned()[0]
+    attempt = stage_attempt(stage, runs, tracker, study_dir)
     if attempt.note and not quiet:
         click.echo(attempt.note, err=True)
-    ready = Ready(plan, study_dir, record, tracker, runs, dataset_path, data_id, attempt)
-    if ready.needs_tune:
-        connect_ray(address)
-    return ready
+    return Ready(plan, study_dir, record, tracker, runs, dataset_path, data_id, stages, stage,
+                 attempt)
+
+
+def stage_attempt(stage: Stage, runs: Mapping[str, TrialRun], tracker: Tracker,
+                  study_dir: StudyDir) -> Attempt:
+    """What Tune is given for ``stage``: a restore of its experiment, or the trials to start
+    (:func:`~ablate.engine.adopt.plan_attempt`)."""
+    from ablate.engine.tunestate import tune_state
+
+    path = study_dir.path_of(stage.directory)
+    return plan_attempt(stage.plan, runs, tune_state(path), path, tracker, stage.keys)
 
 
 def _resumable(plan: Plan, record: StudyRecord, study_dir: StudyDir) -> Plan:

@@ -21,7 +21,7 @@ def reconcile(ctx: StudyContext, grid: Any, planned: Sequence[str] | None
     Args:
         ctx: The study's live state.
         grid: Tune's ResultGrid; None when Tune did not run.
-        planned: The planned trial keys (None for a search).
+        planned: The stage's planned trial keys (None for a search).
 
     Returns:
         ``(every trial's record, failed, interrupted)``.

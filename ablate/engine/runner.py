@@ -2,13 +2,15 @@
 
 Order of work, chosen so that bad input fails before anything is written: the spec is
 validated (by the caller), then :func:`~ablate.engine.preflight.preflight` checks the storage,
-the study record, the tracking store and the dataset, and decides what Tune is given; only then
-are ``study.json``, tracked runs and Ray state created. A second run of the same command
-restores the Tune experiment (``Tuner.restore(..., resume_errored=True)``): finished trials are
-kept, interrupted ones continue from their last checkpoint, errored ones are retried; then every
-trial's run is reconciled from its checkpoint (:mod:`ablate.engine.reconcile`), so results
-reported while the driver was down are not lost. Without a restorable Tune experiment, trials
-finished in the tracking store are adopted and the rest run.
+the study record, the tracking store and the dataset; only then are ``study.json``, tracked runs
+and Ray state created. The study then runs its stages (:mod:`ablate.engine.stages`: one, or
+rounds of adaptive seeds, or a search and its confirmation), each a Tune experiment. A second
+run of the same command restores each stage's Tune experiment (``Tuner.restore(...,
+resume_errored=True)``): finished trials are kept, interrupted ones continue from their last
+checkpoint, errored ones are retried; then every trial's run is reconciled from its checkpoint
+(:mod:`ablate.engine.reconcile`), so results reported while the driver was down are not lost.
+Without a restorable Tune experiment, trials finished in the tracking store are adopted and the
+rest run (:mod:`ablate.engine.adopt`).
 
 A stop of the driver (Ctrl-C; the caller maps SIGTERM to the same) ends Tune's run after a last
 snapshot of its state: trials cut short are recorded as KILLED, never as finished, and the
@@ -19,11 +21,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import click
 
 from ablate.engine.context import StudyContext
+from ablate.engine.stages import Stage
 from ablate.study.plan import Plan
 from ablate.study.record import DONE, StudyRecord, TrialRecord
 from ablate.study.storage import StudyDir
+
+if TYPE_CHECKING:
+    from ablate.engine.adopt import Attempt
+    from ablate.engine.preflight import Ready
 
 
 @dataclass(frozen=True)
@@ -51,20 +61,18 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     to one that uses token authentication needs ``RAY_AUTH_MODE=token`` in the environment,
     which is the caller's to set.
     """
-    from ablate.engine.callback import active
     from ablate.engine.preflight import preflight
-    from ablate.engine.reconcile import reconcile
-    from ablate.engine.tune_setup import fit
     from ablate.tracking.study import StudyTracker
     from ablate.tracking.view import view_state
 
     start = time.monotonic()
     ready = preflight(plan, storage, tracking_uri, address, quiet)
-    plan, study_dir, spec = ready.plan, ready.study_dir, plan.spec
+    plan, study_dir, spec, stages = ready.plan, ready.study_dir, plan.spec, ready.stages
     with study_dir.lock():
         if ready.record is None:
             study_dir.write_record(StudyRecord.of_plan(plan, str(ready.dataset_path),
                                                        ready.data_id))
+        stages.pin_first()
         tracker = StudyTracker(ready.tracker, spec.name, plan.hash, ready.runs)
         design = spec.design if spec.search is None else f"search ({spec.search.algorithm})"
         tracker.start_study(
@@ -73,18 +81,47 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
              "source": str(spec.source or "")},
             view=view_state(spec.metric, spec.mode,
                             spec.search.space if spec.search is not None else ()))
-        ctx = StudyContext(plan=plan, tracker=tracker, study_dir=study_dir, quiet=quiet,
+        ctx = StudyContext(plan=plan, tracker=tracker, study_dir=study_dir, total=stages.total,
+                           quiet=quiet,
                            finished_before={r.run_id for r in tracker.finished().values()})
-        grid = None
-        if ready.needs_tune:
-            with active(ctx):
-                grid = fit(ctx, ready.attempt, ready.dataset_path)
-        planned = None if spec.search is not None else plan.keys
-        rows, failed, interrupted = reconcile(ctx, grid, planned)
+        rows, failed, interrupted, resumed = [], 0, False, False
+        stage: Stage | None = ready.stage
+        attempt: Attempt | None = ready.attempt
+        while stage is not None:
+            ctx.begin(stage.plan, stages.total)
+            rows, failed, interrupted, restored = _run_stage(ctx, stage, ready, address, attempt)
+            attempt = None
+            resumed = resumed or restored
+            if failed or interrupted:
+                break
+            stage = stages.after(stage, tracker.runs(), list(ctx.configs.values()))
         ctx.save_record("interrupted" if interrupted else "failed" if failed else "finished")
         complete = not failed and not interrupted and len(rows) == ctx.total
         tracker.end_study("FINISHED" if complete else "KILLED" if interrupted else "FAILED")
     return StudyOutcome(rows=rows, total=ctx.total, failed=failed, interrupted=interrupted,
-                        resumed=ready.attempt.restore, study_dir=study_dir,
-                        tracking_uri=tracking_uri, parent_run_id=tracker.parent_id,
-                        seconds=time.monotonic() - start)
+                        resumed=resumed, study_dir=study_dir, tracking_uri=tracking_uri,
+                        parent_run_id=tracker.parent_id, seconds=time.monotonic() - start)
+
+
+def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | None,
+               attempt: Attempt | None) -> tuple[list[TrialRecord], int, bool, bool]:
+    """Runs one stage's Tune experiment (or adopts its finished trials) and reconciles its
+    trials' runs; ``(every trial's record, failed, interrupted, restored)``. ``attempt`` is
+    what preflight decided for the first stage; a later one is decided here."""
+    from ablate.engine.callback import active
+    from ablate.engine.preflight import stage_attempt
+    from ablate.engine.raycluster import connect_ray
+    from ablate.engine.reconcile import reconcile
+    from ablate.engine.tune_setup import fit
+
+    if attempt is None:
+        attempt = stage_attempt(stage, ctx.tracker.runs(), ctx.tracker.tracker, ctx.study_dir)
+        if attempt.note and not ctx.quiet:
+            click.echo(attempt.note, err=True)
+    grid = None
+    if attempt.restore or attempt.keys != ():
+        connect_ray(address)
+        with active(ctx):
+            grid = fit(ctx, stage, attempt, ready.dataset_path)
+    rows, failed, interrupted = reconcile(ctx, grid, stage.keys)
+    return rows, failed, interrupted, attempt.restore

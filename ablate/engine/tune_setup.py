@@ -11,24 +11,26 @@ import click
 
 from ablate.errors import AblateError
 from ablate.study.plan import Plan
-from ablate.study.storage import StudyDir
+from ablate.study.storage import TUNE_DIR, StudyDir
 
 if TYPE_CHECKING:
     from ablate.engine.adopt import Attempt
     from ablate.engine.context import StudyContext
+    from ablate.engine.stages import Stage
 
 DAMAGED_RUNGS = ("{root}/rungs.json is not a snapshot of the study's ASHA rungs ({problem}); "
                  "restore it from a backup, or run the study anew under another --name")
 
 
-def tune_setup(plan: Plan, keys: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
-    """(param_space, TuneConfig) for an ablation grid over ``keys``, or a search."""
+def tune_setup(plan: Plan, keys: tuple[str, ...] | None) -> tuple[dict[str, Any], Any]:
+    """(param_space, TuneConfig) for a grid over the planned trials ``keys``, or (None) a
+    search."""
     from ray import tune
 
     spec = plan.spec
     # Tune's scheduler decides per Tune trial: fused trials have the study's own rungs instead.
     scheduler = None if plan.member_rungs() is not None else plan.schedule.tune_scheduler()
-    if spec.search is None:
+    if keys is not None:
         unit, values = plan.units(keys)
         space = {unit: tune.grid_search(values)}
         # Tune checks every result for its metric; a grid selects nothing, so it names one
@@ -38,6 +40,7 @@ def tune_setup(plan: Plan, keys: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
                                  scheduler=scheduler, reuse_actors=True,
                                  max_concurrent_trials=spec.max_concurrent)
         return space, config
+    assert spec.search is not None
     import optuna
     from ray.tune.search import Repeater
     from ray.tune.search.optuna import OptunaSearch
@@ -91,8 +94,8 @@ def start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
     return ray.remote(num_cpus=0)(Rungs).remote(**dataclasses.asdict(rungs))
 
 
-def fit(ctx: StudyContext, attempt: Attempt, dataset_path: Path) -> Any:
-    """Starts or restores the Tune experiment and runs it; returns Tune's ResultGrid."""
+def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path) -> Any:
+    """Starts or restores a stage's Tune experiment and runs it; returns Tune's ResultGrid."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
@@ -101,20 +104,24 @@ def fit(ctx: StudyContext, attempt: Attempt, dataset_path: Path) -> Any:
     from ablate.engine.trainable import train_trial
 
     spec, study_dir = ctx.plan.spec, ctx.study_dir
-    ctx.rungs = start_rungs(ctx.plan, study_dir)
+    path = study_dir.path_of(stage.directory)
+    if ctx.rungs is None:  # one actor for every stage of the driver's run
+        ctx.rungs = start_rungs(ctx.plan, study_dir)
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, plan=ctx.plan,
+        tune.with_parameters(train_trial, plan=stage.plan,
                              dataset=worker_dataset(spec.dataset, dataset_path),
-                             tune_path=study_dir.tune_path, rungs=ctx.rungs),
+                             tune_path=path, rungs=ctx.rungs),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     if attempt.restore:  # Tune's own grid or searcher state carries on
         if not ctx.quiet:
-            click.echo(f"resuming study '{spec.name}' from {study_dir.root}", err=True)
-        tuner = tune.Tuner.restore(study_dir.tune_path, trainable, resume_errored=True)
+            click.echo(f"resuming study '{spec.name}' from {study_dir.root}"
+                       + (f" ({stage.name})" if stage.directory != TUNE_DIR else ""), err=True)
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
-        space, tune_config = tune_setup(ctx.plan, attempt.keys or ())
+        keys = None if stage.keys is None else (attempt.keys or ())
+        space, tune_config = tune_setup(stage.plan, keys)
         run_config = tune.RunConfig(
-            name="tune", storage_path=study_dir.root, verbose=0,
+            name=stage.directory, storage_path=study_dir.root, verbose=0,
             callbacks=[StudyCallback(), JsonLoggerCallback()],  # result.json: each trial's log
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2))

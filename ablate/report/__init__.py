@@ -7,7 +7,7 @@ Reading, then the report's data, then its output:
   through the tracking seam (:mod:`ablate.tracking`).
 - :mod:`ablate.report.build`: the :class:`~ablate.report.model.Report`, plain frozen data, from
   :mod:`ablate.report.table` (ablation rows), :mod:`ablate.report.search` (configurations and
-  importances) and :mod:`ablate.report.stats` (seed statistics); no I/O.
+  importances) and :mod:`ablate.stats` (seed statistics and decisions); no I/O.
 - :mod:`ablate.report.render`: the report as Markdown, LaTeX, JSON, HTML, terminal text and PNG.
 - :mod:`ablate.report.publish`: writing the files and logging them to the tracking store.
 

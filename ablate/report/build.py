@@ -11,6 +11,7 @@ import math
 import statistics
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ablate.metrics import METRIC_LABELS, TABLE_METRICS, VALIDATION_METRICS, curves, evaluate
 from ablate.report.collect import StudyRuns
@@ -28,12 +29,16 @@ from ablate.report.search import (
     TOP_K,
     Budget,
     ConfigRow,
+    ConfirmedRow,
     best_configs,
     common_budget,
+    confirmed_configs,
     importances,
     search_keys,
 )
 from ablate.report.table import VariantRow, ablation_rows
+from ablate.stats.decide import Looks, Rule
+from ablate.study.design import AdaptiveSeeds
 from ablate.tracking.runs import TrialRun
 
 NO_BASE = ("no base variant '{base}' among the finished runs; deltas are left out (the spec's "
@@ -49,7 +54,7 @@ DIAGNOSTICS = ("gate_abnormal", "gate_normal", "como.context_motion.entropy",
 
 def build_report(runs: StudyRuns, histories: Mapping[str, dict[int, float]],
                  best_scores: BestScores | None = None, score_notes: Sequence[str] = (),
-                 n_boot: int = 10_000, seed: int = 0, top_k: int = TOP_K) -> Report:
+                 seed: int = 0, top_k: int = TOP_K) -> Report:
     """The report of a study: its tables, statistics, diagnostics, figures and notes.
 
     Args:
@@ -59,8 +64,7 @@ def build_report(runs: StudyRuns, histories: Mapping[str, dict[int, float]],
         best_scores: The best run's test scores, for the ROC/PR figure
             (:func:`ablate.report.scores.read_best_scores`).
         score_notes: Why ``best_scores`` are missing, if they are.
-        n_boot: Bootstrap resamples per confidence interval.
-        seed: RNG seed of the bootstrap and permutation tests (and the fANOVA forest).
+        seed: RNG seed of the fANOVA forest.
         top_k: Configurations listed for a search study.
     """
     notes = list(runs.notes)
@@ -71,30 +75,21 @@ def build_report(runs: StudyRuns, histories: Mapping[str, dict[int, float]],
     if base is not None and base not in {r.variant for r in finished}:
         notes.append(NO_BASE.format(base=base))
         base = None
-    rows = ablation_rows(finished, variants, base, metric, mode, n_boot, seed)
+    rule, looks, adaptive = decision_design(runs, len(variants) - 1)
+    rows = ablation_rows(finished, variants, base, metric, mode, rule, looks)
+    if base is not None and not runs.is_search:
+        notes.extend(design_notes(rows, looks, adaptive))
     if runs.select_on_test:
         notes.insert(0, TEST_TUNED.format(metric=metric))
 
-    params: list[str] = []
-    configs: list[ConfigRow] = []
-    found: dict[str, float] = {}
-    budget = Budget(None, {}, 0)
-    if runs.is_search:
-        params = search_keys(finished, runs.search_space)
-        configs = best_configs(finished, params, metric, mode, top_k)
-        budget = common_budget({r.run_id: histories.get(r.run_id, {}) for r in finished})
-        if budget.epoch is None and finished:
-            notes.append(NO_BUDGET.format(metric=metric))
-        else:
-            found, more = importances(finished, runs.search_space, metric, mode, seed,
-                                      values=budget.values)
-            notes.extend(more)
-
+    search = _search_part(runs, histories, seed, top_k) if runs.is_search else SearchPart()
+    notes.extend(search.notes)
+    configs, found, budget = search.configs, search.importances, search.budget
     figures = _seed_figures(runs, rows, configs, histories)
     if found:
         figures.append(Figure(
             "importances", "Parameter importances",
-            importance_caption(metric, budget.epoch, len(finished), budget.stopped_early),
+            importance_caption(metric, budget.epoch, len(search.trials), budget.stopped_early),
             ImportanceBars(found)))
     if best_scores is not None:
         roc = _roc_figure(best_scores, metric)
@@ -109,13 +104,95 @@ def build_report(runs: StudyRuns, histories: Mapping[str, dict[int, float]],
         spec_hash=runs.parent_params.get("spec_hash"), design=_design(runs),
         dataset=runs.dataset, metric=metric, mode=mode, base=base, is_search=runs.is_search,
         rows=tuple(rows), planned=runs.planned_count, finished=len(finished),
-        missing=tuple(runs.missing()), best=runs.best, n_boot=n_boot, seed=seed,
-        configs=tuple(configs), search_params=tuple(params), importances=found,
-        search_trials=tuple(finished) if runs.is_search else (),
+        missing=tuple(runs.missing()), best=runs.best, seed=seed, rule=rule, looks=looks,
+        adaptive=adaptive,
+        configs=tuple(configs), search_params=tuple(search.params), importances=found,
+        search_trials=tuple(search.trials), confirmed=tuple(search.confirmed),
         importance_epoch=budget.epoch, stopped_early=budget.stopped_early,
         test_tuned=runs.select_on_test, diagnostics=tuple(diagnostic_rows(finished, variants)),
         figures=tuple(figures), notes=tuple(notes),
         generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+
+
+@dataclass(frozen=True)
+class SearchPart:
+    """What a report says of a search: its trials (without a confirmation's), parameters,
+    best configurations, importances at a common budget and confirmed configurations."""
+
+    trials: list[TrialRun] = field(default_factory=list)
+    params: list[str] = field(default_factory=list)
+    configs: list[ConfigRow] = field(default_factory=list)
+    importances: dict[str, float] = field(default_factory=dict)
+    budget: Budget = field(default_factory=lambda: Budget(None, {}, 0))
+    confirmed: list[ConfirmedRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _search_part(runs: StudyRuns, histories: Mapping[str, dict[int, float]], seed: int,
+                 top_k: int) -> SearchPart:
+    metric, mode, notes = runs.metric, runs.mode, []
+    searched = set(runs.spec.get("seeds") or [])
+    confirm = runs.spec.get("confirm") or {}
+    confirming = set(confirm.get("seeds") or [])
+    trials = [r for r in runs.finished if not confirming or r.seed in searched]
+    params = search_keys(trials, runs.search_space)
+    budget = common_budget({r.run_id: histories.get(r.run_id, {}) for r in trials})
+    found: dict[str, float] = {}
+    if budget.epoch is None and trials:
+        notes.append(NO_BUDGET.format(metric=metric))
+    else:
+        found, more = importances(trials, runs.search_space, metric, mode, seed,
+                                  values=budget.values)
+        notes.extend(more)
+    confirmed = (confirmed_configs(runs.finished, params, metric, mode, searched, confirming)
+                 if confirming else [])
+    gaps = [row.gap for row in confirmed if row.gap is not None]
+    if gaps:
+        notes.append(WINNERS_CURSE.format(k=len(gaps), metric=metric,
+                                          gap=100 * sum(gaps) / len(gaps)))
+    return SearchPart(trials, params, best_configs(trials, params, metric, mode, top_k), found,
+                      budget, confirmed, notes)
+
+
+WINNERS_CURSE = ("winner's curse, measured: the {k} confirmed configuration(s) scored "
+                 "{gap:+.2f} points of {metric} more in the search than on fresh seeds, on "
+                 "average")
+
+
+def decision_design(runs: StudyRuns, comparisons: int) -> tuple[Rule, Looks, bool]:
+    """The study's decision rule and looks, from its spec (defaults without ``study.json``:
+    one look at the most seeds a variant finished)."""
+    spec = runs.spec
+    rule = Rule(**spec["decision"]) if isinstance(spec.get("decision"), dict) else Rule()
+    if isinstance(spec.get("adaptive"), dict):
+        return rule, AdaptiveSeeds(**spec["adaptive"]).looks(comparisons, rule.alpha), True
+    seeds = len(spec.get("seeds") or []) or max(
+        (len({r.seed for r in runs.finished if r.variant == v}) for v in
+         {r.variant for r in runs.finished}), default=1)
+    return rule, Looks.fixed(seeds, comparisons, rule.alpha), False
+
+
+ADAPTIVE_SPENT = ("adaptive seeds: {run} trials run of the {fixed} that {most} seeds for every "
+                  "variant would take ({saved} saved); decided at {at}")
+
+
+def design_notes(rows: Sequence[VariantRow], looks: Looks, adaptive: bool) -> list[str]:
+    """What the design could decide and what adaptive seeds spent."""
+    comparisons = [r.comparison for r in rows if r.comparison is not None]
+    notes = sorted({c.why for c in comparisons if c.why})
+    if adaptive:
+        run = sum(r.n for r in rows)
+        fixed = len(rows) * looks.seeds[-1]
+        at = ", ".join(f"{c.variant} {c.decision} at {c.decided_at}" for c in comparisons
+                       if c.decided_at is not None) or "none"
+        notes.append(ADAPTIVE_SPENT.format(run=run, fixed=fixed, most=looks.seeds[-1],
+                                           saved=fixed - run, at=at))
+    deciding = [f"{n} (alpha {a:.3g})" for n, a in zip(looks.seeds, looks.difference,
+                                                       strict=True) if a]
+    if len(looks.seeds) > 1:
+        notes.append("better/worse decidable at " + (", ".join(deciding) or "no look")
+                     + f"; equivalence at every look (alpha {looks.equivalence[0]:.3g} each)")
+    return notes
 
 
 def diagnostic_rows(finished: list[TrialRun], variants: list[str]) -> list[DiagnosticRow]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.metrics import METRICS, best_by
-from ablate.study.record import StudyRecord
+from ablate.study.record import StageRecord, StudyRecord
 from ablate.tracking.runs import TrialRun, choose, oldest, parent_runs, study_trial_runs
 from ablate.tracking.store import Tracker
 
@@ -61,6 +61,7 @@ class StudyRuns:
         record: ``study.json``, or None when absent or of another spec.
         runs: Every child run, in any state.
         notes: Things the reader should know (missing study.json, duplicate runs, ...).
+        stages: A study run in stages: each stage as ``stages.json`` pins it.
     """
 
     name: str
@@ -71,6 +72,7 @@ class StudyRuns:
     record: StudyRecord | None
     runs: tuple[TrialRun, ...]
     notes: tuple[str, ...] = ()
+    stages: tuple[StageRecord, ...] = ()
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -133,7 +135,13 @@ class StudyRuns:
 
     @property
     def planned_keys(self) -> list[str]:
-        return [t.key for t in self.record.trials] if self.record is not None else []
+        """The trials the study runs: those of its stages so far (adaptive seeds, a search's
+        confirmation), else the record's (none for a search: Tune samples its trials)."""
+        if self.stages:
+            return [key for stage in self.stages for key in stage.trials]
+        if self.is_search or self.record is None:
+            return []
+        return [t.key for t in self.record.trials]
 
     @property
     def planned_variants(self) -> list[str]:
@@ -143,20 +151,24 @@ class StudyRuns:
 
     @property
     def planned_count(self) -> int | None:
-        """Trials the study plans: from ``study.json``, else the parent run's ``trials``."""
-        if self.planned_keys:
-            return len(self.planned_keys)
+        """Trials the study plans: from its records, else the parent run's ``trials``."""
+        searched = 0
+        if self.is_search and self.record is not None:
+            search = self.spec.get("search") or {}
+            searched = int(search.get("num_samples", 0)) * len(self.spec.get("seeds") or [0])
+        if self.planned_keys or searched:
+            return len(self.planned_keys) + searched
         try:
             return int(self.parent_params["trials"])
         except (KeyError, ValueError):
             return None
 
     def missing(self) -> list[MissingTrial]:
-        """Planned trials without a finished run; for a search (no planned keys), the unfinished
-        runs."""
+        """Planned trials without a finished run; for a search, also its unfinished runs."""
         chosen = choose(self.runs)
-        keys = (self.planned_keys if self.planned_keys
-                else sorted(k for k, r in chosen.items() if not r.finished))
+        keys = list(self.planned_keys)
+        if self.is_search:
+            keys += sorted(k for k, r in chosen.items() if not r.finished and k not in keys)
         out = []
         for key in keys:
             run = chosen.get(key)
@@ -219,6 +231,14 @@ def collect(tracker: Tracker, study: str, storage: str) -> StudyRuns:
     parent = oldest(parents)  # the one every resume wrote to
     trials, notes = study_trial_runs(tracker, experiment, study)
     record = read_record(storage, study, parent.tags.get(SPEC_HASH), notes)
+    stages: tuple[StageRecord, ...] = ()
+    if record is not None:
+        from ablate.study.storage import StudyDir
+
+        try:
+            stages = StudyDir.at(storage, study).read_stages()
+        except (AblateError, OSError) as exc:
+            notes.append(f"planned stages unknown: {exc}")
     counts = Counter(run.key for run in trials if run.finished)
     chosen = choose(trials)
     notes += [DUPLICATE_RUNS.format(key=key, count=n, run_id=chosen[key].run_id)
@@ -226,7 +246,7 @@ def collect(tracker: Tracker, study: str, storage: str) -> StudyRuns:
     return StudyRuns(name=study, tracking_uri=tracker.uri,
                      experiment_id=experiment.experiment_id, parent_run_id=parent.run_id,
                      parent_params=dict(parent.params), record=record, runs=tuple(trials),
-                     notes=tuple(notes))
+                     notes=tuple(notes), stages=stages)
 
 
 def metric_histories(tracker: Tracker, runs: Iterable[TrialRun],

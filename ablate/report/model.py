@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ablate.stats.decide import Looks, Rule
+
 if TYPE_CHECKING:
     from ablate.metrics import Curves
     from ablate.report.collect import MissingTrial
-    from ablate.report.search import ConfigRow
+    from ablate.report.search import ConfigRow, ConfirmedRow
     from ablate.report.table import VariantRow
     from ablate.tracking.runs import TrialRun
 
@@ -98,8 +100,10 @@ class Report:
         finished: Trials with a finished run.
         missing: Planned trials without a finished run.
         best: The finished run with the best final metric.
-        n_boot: Bootstrap resamples per confidence interval.
-        seed: RNG seed of the bootstrap and permutation tests.
+        seed: RNG seed of the fANOVA forest.
+        rule: How comparisons with the base are decided.
+        looks: When the study looked at its seeds, and what each look spent of alpha.
+        adaptive: The study added seeds where comparisons were undecided.
         configs: A search's best configurations.
         search_params: A search's parameters.
         importances: A search's parameter importances, most important first.
@@ -108,6 +112,7 @@ class Report:
         stopped_early: Search trials the scheduler stopped before the longest ones.
         test_tuned: Selection used a test metric (the spec said ``select_on_test``).
         diagnostics: Per-variant gate and attention diagnostics.
+        confirmed: A search's best configurations run again on fresh seeds (``confirm``).
         figures: The plots, in display order.
         notes: Things the reader should know, most important first.
         generated: When the report was built (UTC).
@@ -128,8 +133,10 @@ class Report:
     finished: int
     missing: tuple[MissingTrial, ...]
     best: TrialRun | None
-    n_boot: int
     seed: int
+    rule: Rule = field(default_factory=Rule)
+    looks: Looks | None = None
+    adaptive: bool = False
     configs: tuple[ConfigRow, ...] = ()
     search_params: tuple[str, ...] = ()
     importances: dict[str, float] = field(default_factory=dict)
@@ -138,6 +145,7 @@ class Report:
     stopped_early: int = 0
     test_tuned: bool = False
     diagnostics: tuple[DiagnosticRow, ...] = ()
+    confirmed: tuple[ConfirmedRow, ...] = ()
     figures: tuple[Figure, ...] = ()
     notes: tuple[str, ...] = ()
     generated: str = ""
@@ -145,3 +153,8 @@ class Report:
     @property
     def complete(self) -> bool:
         return not self.missing and (self.planned is None or self.finished >= self.planned)
+
+    @property
+    def comparisons(self) -> int:
+        """The comparisons with the base the table decides."""
+        return sum(1 for r in self.rows if r.comparison is not None)

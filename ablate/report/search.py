@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ablate.metrics import TABLE_METRICS
-from ablate.report.stats import summarize
 from ablate.report.table import Stat
+from ablate.stats.paired import summarize
 from ablate.tracking.runs import TrialRun
 
 TOP_K = 5
@@ -246,3 +246,66 @@ def importances(finished: list[TrialRun], space: Mapping[str, tuple[str, list[An
     except ValueError as exc:  # e.g. no parameter common to all trials
         return {}, [*notes, f"parameter importances: {exc}"]
     return {k: float(v) for k, v in result.items()}, notes
+
+
+@dataclass(frozen=True)
+class ConfirmedRow:
+    """A configuration the search chose, run again on fresh seeds (the spec's ``confirm``).
+
+    Attributes:
+        variant: The configuration (``cfg-<hash>``).
+        params: Its search parameters, as the tracking store holds them.
+        search: The selection metric over the search's seeds.
+        confirmed: ``{metric: Stat}`` over the confirmation's seeds: the selection metric and
+            the test metrics.
+        winner: The best confirmed mean of the selection metric.
+    """
+
+    variant: str
+    params: dict[str, str]
+    search: Stat
+    confirmed: dict[str, Stat]
+    winner: bool
+    metric: str
+
+    @property
+    def gap(self) -> float | None:
+        """Search score minus confirmed score of the selection metric: the winner's curse,
+        measured (positive when the search's score was lucky)."""
+        confirmed = self.confirmed[self.metric].mean
+        if self.search.mean is None or confirmed is None:
+            return None
+        return self.search.mean - confirmed
+
+
+def confirmed_configs(finished: list[TrialRun], keys: list[str], metric: str, mode: str,
+                      searched: set[int], confirming: set[int]) -> list[ConfirmedRow]:
+    """The confirmed configurations, best confirmed mean of ``metric`` first.
+
+    Args:
+        finished: The search's and the confirmation's finished trials.
+        keys: The search parameters.
+        metric: The selection metric.
+        mode: ``max`` or ``min``.
+        searched: The search's seeds.
+        confirming: The confirmation's seeds.
+    """
+    by_variant: dict[str, list[TrialRun]] = {}
+    for run in finished:
+        by_variant.setdefault(run.variant, []).append(run)
+    metrics = tuple(dict.fromkeys((metric, *TABLE_METRICS)))
+    rows = []
+    for variant, runs in by_variant.items():
+        confirm = [r for r in runs if r.seed in confirming]
+        if not confirm:
+            continue
+        search = [r.metrics[metric] for r in runs if r.seed in searched and metric in r.metrics]
+        rows.append((variant, dict(confirm[0].params), Stat(*summarize(search)),
+                     {m: Stat(*summarize([r.metrics[m] for r in confirm if m in r.metrics]))
+                      for m in metrics}))
+    sign = -1.0 if mode == "max" else 1.0
+    rows.sort(key=lambda row: (row[3][metric].mean is None,
+                               sign * (row[3][metric].mean or 0.0), row[0]))
+    return [ConfirmedRow(variant, {k: params.get(k, "-") for k in keys}, search, confirmed,
+                         winner=i == 0, metric=metric)
+            for i, (variant, params, search, confirmed) in enumerate(rows)]

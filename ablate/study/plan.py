@@ -128,6 +128,40 @@ class Plan:
                   else _fused_groups(self.spec, self.trials, None))
         return dataclasses.replace(self, fused_groups=tuple(groups.items()))
 
+    def for_stage(self, keys: Sequence[str],
+                  recorded: Mapping[str, Sequence[str]] | None = None) -> Plan:
+        """This plan with fused groups over the trials ``keys`` alone (a round of adaptive
+        seeds trains some variants' next seeds): those ``recorded`` for the stage, else sized
+        as a new study's (:func:`members_per_unit`)."""
+        if not self.fused:
+            return self
+        trials = [self._by_key[key] for key in keys]
+        groups = (_recorded_groups(self, recorded, keys) if recorded is not None else
+                  _fused_groups(self.spec, trials, members_per_unit(self.spec, len(trials))))
+        return dataclasses.replace(self, fused_groups=tuple(groups.items()))
+
+    def confirmation(self, configs: Mapping[str, Mapping[str, Any]],
+                     seeds: Sequence[int]) -> Plan:
+        """A search's confirmation: the configurations ``configs`` (variant -> sampled values)
+        on ``seeds``, each trained to the end (no scheduler), as planned trials.
+
+        Raises:
+            ConfigError: A configuration no longer resolves, or is not the variant it is
+                recorded as.
+        """
+        from ablate.study.schedulers import Unscheduled
+
+        trials = []
+        for variant, sampled in configs.items():
+            for seed in seeds:
+                trial = self._search_trial({**sampled, TRIAL_INDEX: 0}, seed=seed)
+                if trial.variant != variant:
+                    raise ConfigError(f"confirmed configuration {variant} resolves to "
+                                      f"{trial.variant} now")
+                trials.append(trial)
+        return dataclasses.replace(self, trials=tuple(trials), schedule=Unscheduled(),
+                                   fused_groups=())
+
     def units(self, keys: Sequence[str]) -> tuple[str, list[str]]:
         """What Tune's grid runs to train the trials ``keys``: ``(config key, values)``, the
         trial keys themselves, or, fused, the groups with a trial among them."""
@@ -160,9 +194,11 @@ class Plan:
             self._sampled[memo] = self._search_trial(tune_config)
         return self._sampled[memo]
 
-    def _search_trial(self, tune_config: Mapping[str, Any]) -> PlannedTrial:
-        seeds = self.spec.seeds
-        seed = seeds[int(tune_config.get(TRIAL_INDEX, 0)) % len(seeds)]
+    def _search_trial(self, tune_config: Mapping[str, Any],
+                      seed: int | None = None) -> PlannedTrial:
+        if seed is None:  # the Repeater's index chooses among the search's seeds
+            seeds = self.spec.seeds
+            seed = seeds[int(tune_config.get(TRIAL_INDEX, 0)) % len(seeds)]
         sampled = {k: v for k, v in tune_config.items() if k != TRIAL_INDEX}
         config = resolve_trial_config({**apply_overrides(self.spec.base, sampled), "seed": seed})
         digest = config_hash(config)
@@ -233,15 +269,17 @@ def _fused_groups(spec: StudySpec, trials: Sequence[PlannedTrial], limit: int | 
     return groups
 
 
-def _recorded_groups(plan: Plan, recorded: Mapping[str, Sequence[str]]
-                     ) -> dict[str, tuple[PlannedTrial, ...]]:
+def _recorded_groups(plan: Plan, recorded: Mapping[str, Sequence[str]],
+                     keys: Sequence[str] | None = None) -> dict[str, tuple[PlannedTrial, ...]]:
     """``recorded`` (a study record's groups: name -> trial keys) as the plan's trials, checked
-    to train every planned trial exactly once, each group one model."""
-    seen: list[str] = [key for keys in recorded.values() for key in keys]
-    if sorted(seen) != sorted(plan.keys):
+    to train every planned trial (or every one of ``keys``) exactly once, each group one
+    model."""
+    seen: list[str] = [key for members in recorded.values() for key in members]
+    if sorted(seen) != sorted(plan.keys if keys is None else keys):
         raise ConfigError("the study record's fused groups do not cover the plan's trials "
                           "exactly once")
-    groups = {name: tuple(plan._by_key[key] for key in keys) for name, keys in recorded.items()}
+    groups = {name: tuple(plan._by_key[key] for key in members)
+              for name, members in recorded.items()}
     for name, members in groups.items():
         if len({shared_part(t.config) for t in members}) > 1:
             raise ConfigError(f"the study record's fused group {name!r} mixes models")
@@ -266,6 +304,13 @@ def build_plan(spec: StudySpec) -> Plan:
                                        config_hash(v.config)),
                          dataclasses.replace(v.config, seed=seed))
             for v in found for seed in spec.seeds)
+    if spec.adaptive is not None and spec.base_name not in {v.name for v in found}:
+        raise ConfigError(f"seeds: adaptive seeds decide each variant against the base "
+                          f"'{spec.base_name}', which this study does not run (base_name names "
+                          f"it)")
+    if spec.adaptive is not None and len(found) < 2:
+        raise ConfigError("seeds: adaptive seeds decide variants against the base; this study "
+                          "has no other variant")
     body = {"spec": _selection(spec), "base": base.to_dict(),
             "trials": {t.key: t.config.to_dict() for t in trials}}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()

@@ -250,3 +250,70 @@ class ProgressRecord:
         return cls(driver=str(body.get("driver")),
                    updated=float(updated) if isinstance(updated, (int, float)) else 0.0,
                    total=total if _is_int(total) else len(trials), trials=trials)
+
+
+StageKind = Literal["search", "round", "confirm"]
+STAGE_KINDS: tuple[str, ...] = get_args(StageKind)
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """A stage of a study that runs in stages (adaptive seeds, a search with a confirmation),
+    as ``stages.json`` pins it before it runs.
+
+    Attributes:
+        kind: ``search`` (Tune's searcher samples the trials), ``round`` (a round of adaptive
+            seeds) or ``confirm`` (a search's best configurations on fresh seeds).
+        name: ``round 2 (8 seeds)``, ``confirm``, ...
+        directory: Its Tune experiment, under the study directory.
+        trials: The planned trials it runs (none for a search).
+        groups: Fused: the trials of each of its Tune trials, by group name.
+        configs: A confirmation: each confirmed configuration's sampled values, by variant.
+    """
+
+    kind: StageKind
+    name: str
+    directory: str
+    trials: tuple[str, ...] = ()
+    groups: Mapping[str, tuple[str, ...]] | None = None
+    configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"kind": self.kind, "name": self.name,
+                                "directory": self.directory, "trials": list(self.trials)}
+        if self.groups is not None:
+            body["groups"] = {name: list(keys) for name, keys in self.groups.items()}
+        if self.configs:
+            body["configs"] = {name: dict(values) for name, values in self.configs.items()}
+        return body
+
+
+NOT_STAGES = ("{path}: stage {index} is not a recorded stage (expected kind, name, directory "
+              "and trials); restore the file from a backup, or run the study anew under "
+              "another --name")
+
+
+def stages_from_json(body: Any, path: str) -> tuple[StageRecord, ...]:
+    """The stages ``stages.json`` (at ``path``) records.
+
+    Raises:
+        AblateError: It is not a list of stages, naming the file and the stage.
+    """
+    entries = body.get("stages") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        raise AblateError(NOT_STAGES.format(path=path, index=0))
+    stages = []
+    for index, entry in enumerate(entries):
+        ok = (isinstance(entry, dict) and entry.get("kind") in STAGE_KINDS
+              and isinstance(entry.get("name"), str) and isinstance(entry.get("directory"), str)
+              and entry["directory"].replace("-", "").isalnum()
+              and isinstance(entry.get("trials"), list)
+              and all(isinstance(k, str) for k in entry["trials"])
+              and isinstance(entry.get("configs", {}), dict)
+              and all(isinstance(v, dict) for v in entry.get("configs", {}).values()))
+        if not ok:
+            raise AblateError(NOT_STAGES.format(path=path, index=index))
+        stages.append(StageRecord(entry["kind"], entry["name"], entry["directory"],
+                                  tuple(entry["trials"]), _groups(entry.get("groups"), path),
+                                  dict(entry.get("configs", {}))))
+    return tuple(stages)

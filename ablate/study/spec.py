@@ -36,12 +36,21 @@ from typing import Any, Literal, get_args
 from ablate.errors import ConfigError, reject_unknown
 from ablate.metrics import METRICS as TEST_METRICS
 from ablate.metrics import VALIDATION_METRICS, Metric, Mode
+from ablate.stats.decide import Rule
+from ablate.study.design import (
+    AdaptiveSeeds,
+    ConfirmSpec,
+    parse_confirm,
+    parse_decision,
+    parse_seeds,
+)
 from ablate.study.schedulers import SchedulerSpec
 from ablate.typecheck import check, check_fields, mapping
 
 SPEC_KEYS = ("name", "description", "dataset", "base", "base_name", "overrides", "ablation",
              "seeds", "search", "scheduler", "metric", "mode", "resources", "max_concurrent",
-             "max_failures", "reference", "select_on_test", "fuse", "fuse_members")
+             "max_failures", "reference", "select_on_test", "fuse", "fuse_members", "decision",
+             "confirm")
 
 # The enumerations are the annotations of the spec's fields, so the checker reads their choices
 # from there; the tuples are the same choices for code that lists them.
@@ -110,7 +119,15 @@ class StudySpec:
     select_on_test: bool = False
     fuse: Fuse = "none"
     fuse_members: int | None = None  # at most this many trials per fused Tune trial; None: auto
+    adaptive: AdaptiveSeeds | None = None  # seeds added in rounds where still undecided
+    decision: Rule | None = None  # None: the defaults (see rule)
+    confirm: ConfirmSpec | None = None  # a search's winners run again on fresh seeds
     source: Path | None = field(default=None, compare=False)
+
+    @property
+    def rule(self) -> Rule:
+        """How comparisons with the base are decided."""
+        return self.decision if self.decision is not None else Rule()
 
     def identity(self) -> dict[str, Any]:
         """What defines the study's trials; resources and concurrency may change on resume.
@@ -124,8 +141,13 @@ class StudySpec:
                 "reference": self.reference, "seeds": list(self.seeds), "search": search,
                 "scheduler": vars(self.scheduler), "metric": self.metric, "mode": self.mode,
                 "select_on_test": self.select_on_test, "fuse": self.fuse,
-                # only when given, so the hashes of studies that never set it stay as they were
-                **({"fuse_members": self.fuse_members} if self.fuse_members is not None else {})}
+                # only when given, so the hashes of studies that never set them stay as they were
+                **({"fuse_members": self.fuse_members} if self.fuse_members is not None else {}),
+                **({"adaptive": vars(self.adaptive)} if self.adaptive is not None else {}),
+                **({"decision": vars(self.decision)} if self.decision is not None else {}),
+                **({"confirm": {"top_k": self.confirm.top_k,
+                                "seeds": list(self.confirm.seeds)}}
+                   if self.confirm is not None else {})}
 
 
 def _err(key: str, problem: str) -> ConfigError:
@@ -138,17 +160,6 @@ def _at_least(value: Any, key: str, minimum: int) -> int:
     if value < minimum:
         raise _err(key, f"must be >= {minimum}, got {value}")
     return value
-
-
-def _seeds(raw: Any) -> tuple[int, ...]:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return tuple(range(_at_least(raw, "seeds", 1)))
-    if not isinstance(raw, list) or not raw:
-        raise _err("seeds", f"expected a count >= 1 or a non-empty list of ints, got {raw!r}")
-    seeds = tuple(_at_least(s, f"seeds[{i}]", 0) for i, s in enumerate(raw))
-    if len(set(seeds)) != len(seeds):
-        raise _err("seeds", f"duplicate seeds in {list(seeds)}")
-    return seeds
 
 
 def _distribution(raw: Any, key: str) -> Distribution:
@@ -253,15 +264,21 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
         raise ConfigError(SELECT_ON_TEST.format(metric=metric, how=" and ".join(selecting),
                                                 allowed=", ".join(VALIDATION_METRICS)))
 
+    seeds, adaptive = parse_seeds(raw.get("seeds", 1))
+    if adaptive is not None and search is not None:
+        raise _err("seeds", "adaptive seeds decide an ablation's comparisons with the base; a "
+                            "search confirms its winners instead (confirm: {top_k, seeds})")
     spec = StudySpec(
         name=name, dataset=dataset, base=base, base_name=base_name, design=design, axes=axes,
-        reference=reference, seeds=_seeds(raw.get("seeds", 1)), search=search,
+        reference=reference, seeds=seeds, search=search,
         scheduler=scheduler, metric=metric, select_on_test=select_on_test,
         mode=check(Mode, raw.get("mode", "max"), "mode"), resources=resources,
         max_concurrent=_at_least(raw.get("max_concurrent", 2), "max_concurrent", 1),
         max_failures=_at_least(raw.get("max_failures", 2), "max_failures", 0),
         description=description, fuse=_fuse(raw, search),
-        fuse_members=_fuse_members(raw), source=source)
+        fuse_members=_fuse_members(raw), adaptive=adaptive,
+        decision=parse_decision(raw.get("decision")),
+        confirm=parse_confirm(raw.get("confirm"), seeds, search is not None), source=source)
     return spec
 
 

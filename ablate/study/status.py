@@ -11,7 +11,7 @@ import time
 
 from ablate.errors import AblateError
 from ablate.metrics import TABLE_METRICS
-from ablate.study.record import StudyRecord, TrialRecord
+from ablate.study.record import StageRecord, StudyRecord, TrialRecord
 from ablate.study.storage import StudyDir
 
 NO_PROGRESS = "no progress recorded yet (ablate run records it in trials.json as trials run)"
@@ -20,13 +20,18 @@ DRIVER_STATES = {"running": "running (or stopped without a chance to say so)",
                  "interrupted": "interrupted; run the same command to resume"}
 
 
-def _planned(record: StudyRecord) -> str:
+def _planned(record: StudyRecord, stages: tuple[StageRecord, ...]) -> str:
     search = record.spec.get("search")
+    staged = sum(len(s.trials) for s in stages if s.kind != "search")
     if isinstance(search, dict):
         samples = search.get("num_samples", "?")
         seeds = len(record.spec.get("seeds") or []) or 1
         total = samples * seeds if isinstance(samples, int) else "?"
-        return f"search of {samples} samples x {seeds} seed(s) = {total} planned trials"
+        line = f"search of {samples} samples x {seeds} seed(s) = {total} planned trials"
+        return line + (f", then {staged} confirming" if staged else "")
+    if stages:
+        return (f"{staged} trials in {len(stages)} round(s) so far, at most "
+                f"{len(record.trials)}")
     return f"{len(record.trials)} planned trials"
 
 
@@ -37,13 +42,17 @@ def study_status(study: str, storage: str) -> list[str]:
     if record is None:
         raise AblateError(f"no study '{study}' under {storage} (looked for "
                           f"{directory.record_path})")
+    stages = directory.read_stages()
     lines = [f"study '{study}' at {directory.root} (spec {record.spec_hash}, "
-             f"{_planned(record)}; dataset {record.dataset or '?'})"]
+             f"{_planned(record, stages)}; dataset {record.dataset or '?'})"]
     progress = directory.read_progress()
     if progress is None:
         return lines + [NO_PROGRESS]
     known = {t.key: t for t in progress.trials}
-    trials = [known.get(t.key, t) for t in record.trials]
+    planned = {t.key: t for t in record.trials}
+    scheduled = ([planned.get(k) or known[k] for s in stages for k in s.trials
+                  if k in planned or k in known] if stages else list(record.trials))
+    trials = [known.get(t.key, t) for t in scheduled]
     trials += sorted((t for t in progress.trials if t.key not in {p.key for p in trials}),
                      key=lambda t: t.key)
     counts: dict[str, int] = {}

@@ -5,7 +5,9 @@
 ``study.json`` pins the plan's hash (over the resolved trial configs) and records each trial's
 variant and seed: the same command resumes, a changed plan is refused.
 ``trials.json`` is the driver's progress record (every known trial's state, epoch and final
-metrics), what ``ablate status`` reads. ``rungs.json`` (a fused study with ASHA) snapshots the
+metrics), what ``ablate status`` reads. ``stages.json`` pins the stages after a study's first
+(a round of adaptive seeds, a search's confirmation), each before it runs, with its own Tune
+experiment beside ``tune/``. ``rungs.json`` (a fused study with ASHA) snapshots the
 rungs (:mod:`ablate.study.rungs`). All are plain JSON, written atomically.
 
 Trust: Ray Tune's own files under ``tune/`` are pickles (``tuner.pkl``, the experiment state),
@@ -25,11 +27,12 @@ from typing import Any
 
 from ablate.errors import AblateError
 from ablate.locks import FileLock, check_writable
-from ablate.study.record import ProgressRecord, StudyRecord
+from ablate.study.record import ProgressRecord, StageRecord, StudyRecord, stages_from_json
 
 STUDY_FILE = "study.json"
 PROGRESS_FILE = "trials.json"
 RUNGS_FILE = "rungs.json"
+STAGES_FILE = "stages.json"
 TUNE_DIR = "tune"
 
 
@@ -107,6 +110,22 @@ class StudyDir:
 
     def write_progress(self, progress: ProgressRecord) -> None:
         self._write_json(PROGRESS_FILE, progress.to_json())
+
+    def read_stages(self) -> tuple[StageRecord, ...]:
+        """The stages after the first that ``stages.json`` pins (none before any).
+
+        Raises:
+            AblateError: The file is damaged.
+        """
+        body = self._read_json(STAGES_FILE)
+        return () if body is None else stages_from_json(body, f"{self.root}/{STAGES_FILE}")
+
+    def write_stages(self, stages: tuple[StageRecord, ...]) -> None:
+        self._write_json(STAGES_FILE, {"stages": [s.to_json() for s in stages]})
+
+    def path_of(self, directory: str) -> str:
+        """A stage's Tune experiment under the study directory."""
+        return f"{self.root}/{directory}"
 
     def read_rungs(self) -> dict[str, Any] | None:
         return self._read_json(RUNGS_FILE)

@@ -23,12 +23,15 @@ epochs missed while the driver was down are filled in from the trial's checkpoin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ablate.config import dotted
 from ablate.errors import AblateError
+from ablate.metrics import is_tracked
 from ablate.tracking.runs import (
     ROLE,
     SEED,
@@ -143,6 +146,10 @@ class StudyTracker:
     def end_study(self, status: RunStatus) -> None:
         self.tracker.set_status(self.parent_id, status)
 
+    def runs(self) -> dict[str, TrialRun]:
+        """The run standing for each trial the study has tracked, by trial key."""
+        return dict(self._children)
+
     def finished(self) -> dict[str, TrialRun]:
         """The FINISHED runs, by trial key."""
         return {k: r for k, r in self._children.items() if r.finished}
@@ -184,9 +191,11 @@ class StudyTracker:
         reported while the driver was down arrives later through the checkpoint's history)."""
         logged = self.logged_epochs(run_id)
         rows = [row for row in history if int(row["epoch"]) not in logged]
+        # The metrics a live report carries (tracked_metrics), also when an epoch arrives
+        # through a checkpoint's history, which holds the loss terms too.
         points = [Point(k, float(row[k]), int(row["epoch"]))
                   for row in rows for k in row
-                  if k != "epoch" and isinstance(row[k], (int, float))]
+                  if is_tracked(k) and isinstance(row[k], (int, float))]
         self.tracker.log(run_id, metrics=points)
         logged.update(int(row["epoch"]) for row in rows)
 
@@ -217,3 +226,59 @@ class StudyTracker:
         run = self.tracker.run(run_id)
         if not bad_identity(run.tags):
             self._children[run.tags[TRIAL_KEY]] = trial_run(run)
+
+
+SUMMARY_ROLE = "summary"
+SUMMARY_DECISION = "ablate.decision"
+RUN_NAME = "mlflow.runName"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One row of a study's table as a run of its own: a variant (or a confirmed
+    configuration) over its seeds, with the statistics of its comparison."""
+
+    name: str
+    metrics: Mapping[str, float]
+    tags: Mapping[str, str]
+
+
+def write_summaries(tracker: Tracker, study: str, summaries: Sequence[Summary]) -> list[str]:
+    """Writes one summary run per row, children of the study's run beside its trials (tag
+    ``ablate.role=summary``), found again by name and overwritten: a report written twice
+    leaves one summary per row, with the latest values. Rows no longer in the table keep
+    their runs, marked ``ablate.stale=true``.
+
+    Returns:
+        The summary runs' ids, in order.
+
+    Raises:
+        AblateError: The study has no experiment or no study run.
+    """
+    experiment = tracker.experiment(study)
+    parents = parent_runs(tracker, experiment) if experiment is not None else []
+    if experiment is None or not parents:
+        raise AblateError(f"no study run of '{study}' to attach summaries to")
+    parent = oldest(parents).run_id
+    existing = {r.tags.get(VARIANT): r for r in tracker.runs(
+        experiment.experiment_id, {ROLE: SUMMARY_ROLE, STUDY: study})}
+    ids = []
+    for summary in summaries:
+        run = existing.pop(summary.name, None)
+        if run is None:
+            run = tracker.create_run(experiment.experiment_id, f"summary: {summary.name}", {
+                PARENT_RUN: parent, ROLE: SUMMARY_ROLE, STUDY: study, VARIANT: summary.name})
+        tracker.log(run.run_id, metrics=[Point(k, float(v), 0)
+                                         for k, v in summary.metrics.items()
+                                         if v is not None and math.isfinite(v)])
+        # The UI lists a run by its name first: the row's decision goes there too.
+        label = summary.tags.get(SUMMARY_DECISION)
+        tracker.set_tags(run.run_id, {**summary.tags, "ablate.stale": "false",
+                                      RUN_NAME: f"{summary.name}: {label}" if label
+                                      else summary.name})
+        if run.status != FINISHED:
+            tracker.set_status(run.run_id, FINISHED)
+        ids.append(run.run_id)
+    for run in existing.values():
+        tracker.set_tags(run.run_id, {"ablate.stale": "true"})
+    return ids

@@ -10,24 +10,43 @@ import math
 from typing import TYPE_CHECKING
 
 from ablate.metrics import METRIC_LABELS, TABLE_METRICS
-from ablate.report.table import Stat
+from ablate.report.table import Delta, Stat
 
 if TYPE_CHECKING:
     from ablate.report.model import Report
-    from ablate.report.stats import Delta
     from ablate.report.table import VariantRow
+    from ablate.stats.decide import Comparison
 
 DASH = "–"
 BASE_CELL = "(base)"
 Table = tuple[list[str], list[list[str]]]  # header, rows of text cells
-
-# "#", "variant", "n", then per table metric: mean ± std, delta [CI], p.
-ABLATION_HEADER = ["#", "variant", "n"] + [
-    cell for m in TABLE_METRICS
-    for cell in (f"{METRIC_LABELS[m]} (%)", f"Δ{METRIC_LABELS[m]} [95% CI]", "p")]
-DELTA_COLUMNS = frozenset(4 + 3 * i for i in range(len(TABLE_METRICS)))  # the Δ cells
+DECISION_COLUMNS = ("p", "p (Holm)", "d_z [CI]", "wins", "decision")
 DIAGNOSTIC_HEADER = ["variant", "n", "gate abnormal", "gate normal", "interrelation entropy",
                      "interrelation τ", "context entropy", "motion entropy"]
+
+
+def _column_metrics(report: Report) -> list[str]:
+    """The metrics of the ablation table's column groups: the table's, then the decision
+    metric if it is not one of them."""
+    return list(dict.fromkeys((*TABLE_METRICS, report.rule.metric)))
+
+
+def ablation_header(report: Report) -> list[str]:
+    """"#", "variant", "n", then per metric its mean ± std and Δ [CI], and after the decision
+    metric's the decision columns."""
+    confidence = f"{100 * report.rule.confidence:g}%"
+    header = ["#", "variant", "n"]
+    for m in _column_metrics(report):
+        label = METRIC_LABELS.get(m, m)
+        header += [f"{label} (%)", f"Δ{label} [{confidence} CI]"]
+        if m == report.rule.metric:
+            header += list(DECISION_COLUMNS)
+    return header
+
+
+def wrapping_columns(header: list[str]) -> frozenset[int]:
+    """Columns whose cells hold a value and its interval (may break over two lines)."""
+    return frozenset(i for i, h in enumerate(header) if h.startswith(("Δ", "d_z")))
 
 
 def pct(value: float | None) -> str:
@@ -64,35 +83,64 @@ def delta_cell(delta: Delta | None, row_n: int) -> str:
     if delta is None or delta.mean is None:
         return DASH
     text = signed(delta.mean)
-    if delta.ci is not None:
-        text += f" [{signed(delta.ci[0])}, {signed(delta.ci[1])}]"
-    if delta.n_pairs != row_n:
-        text += f" ({delta.n_pairs} pairs)"
+    if delta.interval is not None:
+        text += f" [{signed(delta.interval[0])}, {signed(delta.interval[1])}]"
+    if delta.n != row_n:
+        text += f" ({delta.n} pairs)"
     return text
 
 
-def p_cell(delta: Delta | None) -> str:
-    if delta is None or delta.p is None:
+def p_cell(p: float | None) -> str:
+    if p is None:
         return DASH
-    return "<0.001" if delta.p < 0.001 else f"{delta.p:.3f}"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def row_cells(row: VariantRow) -> list[str]:
+def effect_cell(c: Comparison) -> str:
+    """``-2.10 [-3.40, -0.75]``: d_z and its interval."""
+    if c.d_z is None:
+        return DASH
+    text = f"{c.d_z:+.2f}"
+    if c.d_z_interval is not None:
+        text += f" [{c.d_z_interval[0]:+.2f}, {c.d_z_interval[1]:+.2f}]"
+    return text
+
+
+def decision_cell(c: Comparison, adaptive: bool) -> str:
+    """``worse``, ``worse at 12`` (adaptive seeds), ``undecided (~21 seeds)``."""
+    if c.decision != "undecided":
+        return f"{c.decision} at {c.decided_at}" if adaptive else c.decision
+    return f"undecided (~{c.needed} seeds)" if c.needed else "undecided"
+
+
+def _comparison_cells(c: Comparison | None, is_base: bool, adaptive: bool) -> list[str]:
+    if c is None or not c.n:
+        return [DASH] * len(DECISION_COLUMNS)
+    wins = DASH if c.wins is None else f"{round(c.wins * c.n)}/{c.n}"
+    return [p_cell(c.p), p_cell(c.p_holm), effect_cell(c), wins, decision_cell(c, adaptive)]
+
+
+def row_cells(row: VariantRow, report: Report) -> list[str]:
     """Text cells of one ablation row (percent; the base's deltas read "(base)")."""
     cells = [str(row.rank) if row.rank is not None else DASH, row.variant, str(row.n)]
-    for m in TABLE_METRICS:
-        delta = row.deltas.get(m)
+    for m in _column_metrics(report):
         cells.append(mean_std(row.stats[m]))
         if row.is_base:
-            cells += [BASE_CELL, DASH]
-        else:
-            cells += [delta_cell(delta, row.n), p_cell(delta)]
+            cells.append(BASE_CELL)
+        elif m in row.deltas:
+            cells.append(delta_cell(row.deltas[m], row.n))
+        else:  # the decision metric outside the table's: its comparison holds the delta
+            c = row.comparison
+            cells.append(DASH if c is None else delta_cell(Delta(c.n, c.mean, c.interval),
+                                                          row.n))
+        if m == report.rule.metric:
+            cells += _comparison_cells(row.comparison, row.is_base, report.adaptive)
     return cells
 
 
 def ablation_cells(report: Report) -> Table:
     """Header and text cells of the ablation table."""
-    return ABLATION_HEADER, [row_cells(r) for r in report.rows]
+    return ablation_header(report), [row_cells(r, report) for r in report.rows]
 
 
 def shown_metrics(report: Report) -> list[str]:
@@ -108,6 +156,21 @@ def config_cells(report: Report) -> Table:
     header = ["#", *report.search_params, "n", *(f"{METRIC_LABELS[m]} (%)" for m in shown)]
     rows = [[str(c.rank), *(short_value(c.params[k]) for k in report.search_params), str(c.n),
              *(mean_std(c.stats[m]) for m in shown)] for c in report.configs]
+    return header, rows
+
+
+def confirmed_cells(report: Report) -> Table:
+    """Header and text cells of a search's confirmed configurations: the search's score, the
+    confirmed scores on fresh seeds and the gap between them (the winner's curse)."""
+    m, label = report.metric, METRIC_LABELS.get(report.metric, report.metric)
+    header = ["configuration", *report.search_params, f"search {label} (%)",
+              f"confirmed {label} (%)", "gap (points)",
+              *(f"confirmed {METRIC_LABELS[t]} (%)" for t in TABLE_METRICS), "n", "winner"]
+    rows = [[r.variant, *(short_value(r.params.get(k, DASH)) for k in report.search_params),
+             mean_std(r.search), mean_std(r.confirmed[m]),
+             DASH if r.gap is None else signed(r.gap),
+             *(mean_std(r.confirmed[t]) for t in TABLE_METRICS), str(r.confirmed[m].n),
+             "yes" if r.winner else ""] for r in report.confirmed]
     return header, rows
 
 
@@ -147,14 +210,26 @@ def importance_cells(report: Report) -> list[list[str]]:
     return [[k, f"{v:.3f}"] for k, v in report.importances.items()]
 
 
+SPLIT = " (split over the looks that can decide)"
+
+
 def legend(report: Report) -> str:
-    """What the ablation table's numbers are and how the deltas and p-values were computed."""
+    """What the ablation table's numbers are and how the deltas and decisions were made."""
     base = f"'{report.base}'" if report.base else "the base (none found)"
-    return (f"Mean ± sample std over seeds of the final test metric, in percent; n = seeds "
+    rule = report.rule
+    label = METRIC_LABELS.get(rule.metric, rule.metric)
+    return (f"Mean ± sample std over seeds of the final metric, in percent; n = seeds "
             f"finished. Δ: mean paired difference to {base} over shared seeds, in percentage "
-            f"points, with a 95% percentile-bootstrap interval ({report.n_boot} resamples of the "
-            f"seed pairs, seed {report.seed}); p: two-sided paired sign-flip permutation test. "
-            f"Ranked by mean {METRIC_LABELS.get(report.metric, report.metric)} "
+            f"points, with a {100 * rule.confidence:g}% Student's t interval. For {label}: p, "
+            f"the exact two-sided paired sign-flip test; p (Holm), adjusted across the "
+            f"table's {report.comparisons} comparisons; d_z, the mean difference over the "
+            f"std of the differences, with its noncentral-t interval; wins, the seeds on which "
+            f"the variant beat the base. Decision: better or worse when p (Holm) is within "
+            f"alpha = {rule.alpha:g}{SPLIT if report.adaptive else ''}; "
+            f"equivalent when the paired TOST shows |Δ| < delta = {100 * rule.delta:g} points "
+            f"(Holm-adjusted); else undecided, with the seeds a power calculation (80 %) from "
+            f"the observed variance says would decide it. Ranked by mean "
+            f"{METRIC_LABELS.get(report.metric, report.metric)} "
             f"({'higher' if report.mode == 'max' else 'lower'} is better).")
 
 

@@ -12,16 +12,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ablate.report.render.cells import (
-    ABLATION_HEADER,
     DASH,
-    DELTA_COLUMNS,
+    ablation_header,
     config_cells,
+    confirmed_cells,
     diagnostic_cells,
     importance_cells,
     legend,
     row_cells,
     status_line,
     trial_cells,
+    wrapping_columns,
 )
 
 if TYPE_CHECKING:
@@ -95,6 +96,11 @@ def _search_sections(report: Report) -> list[str]:
     body += (_table("importances", ["parameter", "importance"],
                     [(r, "", r[0]) for r in importance_cells(report)], {0})
              if report.importances else ["<p>Not available (see notes).</p>"])
+    header, rows = confirmed_cells(report)
+    if rows:
+        body.append(f"<h2>Confirmed on fresh seeds (winner by mean {_esc(report.metric)})</h2>")
+        body += _table("confirmed", header, [(r, "", r[0]) for r in rows],
+                       set(range(1 + len(report.search_params))))
     header, rows = trial_cells(report)
     body.append("<h2>All trials</h2>")
     body += _table("trials", header, [(r, "", r[1]) for r in rows],
@@ -103,10 +109,11 @@ def _search_sections(report: Report) -> list[str]:
 
 
 def _ablation_sections(report: Report) -> list[str]:
+    header = ablation_header(report)
     body = ["<h2>Ablation table</h2>"]
-    body += _table("ablation", ABLATION_HEADER,
-                   [(row_cells(r), "base" if r.is_base else ("empty" if not r.n else ""),
-                     r.variant) for r in report.rows], {1}, wrap=DELTA_COLUMNS)
+    body += _table("ablation", header,
+                   [(row_cells(r, report), "base" if r.is_base else ("empty" if not r.n else ""),
+                     r.variant) for r in report.rows], {1}, wrap=wrapping_columns(header))
     body.append(f'<p class="legend">{_esc(legend(report))}</p>')
     return body
 

@@ -20,6 +20,12 @@ def json_search(report: Report) -> str:
     body: dict[str, Any] = {
         "metric": report.metric, "mode": report.mode, "params": list(report.search_params),
         "configs": [c.to_json() for c in report.configs],
+        "confirmed": [{"variant": r.variant, "params": r.params, "winner": r.winner,
+                       "search_mean": r.search.mean, "search_n": r.search.n, "gap": r.gap,
+                       **{f"confirmed_{m}_mean": s.mean for m, s in r.confirmed.items()},
+                       **{f"confirmed_{m}_std": s.std for m, s in r.confirmed.items()},
+                       "confirmed_n": r.confirmed[report.metric].n}
+                      for r in report.confirmed],
         "importances": report.importances, "importance_epoch": report.importance_epoch,
         "finished": report.finished,
         "planned": report.planned}

@@ -8,8 +8,8 @@ from ablate.metrics import METRIC_LABELS, TABLE_METRICS
 from ablate.report.render.cells import (
     BASE_CELL,
     DASH,
+    ablation_cells,
     config_cells,
-    row_cells,
     shown_metrics,
 )
 
@@ -57,21 +57,32 @@ def _ablation_table(report: Report) -> tuple[str, str, list[str], list[list[str]
     """Caption, column spec, header and body of the ablation table."""
     base = tex_escape(report.base) if report.base else "the base"
     names = " and ".join(_label(m) for m in TABLE_METRICS)
+    rule = report.rule
     caption = (f"Ablation study \\texttt{{{tex_escape(report.study)}}}: mean $\\pm$ sample "
                f"std over seeds of the final test {names} (\\%). $\\Delta$: mean paired "
                f"difference to \\texttt{{{base}}} over shared seeds (percentage points) with "
-               f"a 95\\% bootstrap interval; $p$: two-sided paired sign-flip permutation "
-               f"test.")
-    cols = "rlr" + "ccc" * len(TABLE_METRICS)
-    head = ["\\#", "Variant", "$n$"] + [
-        cell for m in TABLE_METRICS
-        for cell in (f"{_label(m)} (\\%)", f"$\\Delta${_label(m)} [95\\% CI]", "$p$")]
+               f"a {100 * rule.confidence:g}\\% $t$ interval. For {_label(rule.metric)}: $p$, "
+               f"two-sided paired sign-flip test; $p_\\mathrm{{Holm}}$, adjusted across the "
+               f"table; $d_z$, standardised mean difference; decision at $\\alpha = "
+               f"{rule.alpha:g}$, equivalence within $\\pm{100 * rule.delta:g}$ points.")
+    header, rows = ablation_cells(report)
+    cols = "rlr" + "c" * (len(header) - 3)
+    head = ["\\#", "Variant", "$n$", *(_header_cell(h) for h in header[3:])]
     body = []
-    for row in report.rows:
-        cells = row_cells(row)
+    for cells in rows:
         body.append([_number(cells[0]), f"\\texttt{{{tex_escape(cells[1])}}}", cells[2],
-                     *(c if c == BASE_CELL else _number(c) for c in cells[3:])])
+                     *(c if c == BASE_CELL else tex_escape(c) if c[:1].isalpha()
+                       else _number(c) for c in cells[3:])])
     return caption, cols, head, body
+
+
+def _header_cell(text: str) -> str:
+    """A header of :func:`~ablate.report.render.cells.ablation_header` in LaTeX."""
+    special = {"p": "$p$", "p (Holm)": "$p_\\mathrm{Holm}$", "d_z [CI]": "$d_z$ [CI]",
+               "wins": "wins", "decision": "decision"}
+    if text in special:
+        return special[text]
+    return tex_escape(text).replace("Δ", "$\\Delta$")
 
 
 def latex(report: Report) -> str:

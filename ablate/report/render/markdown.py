@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ablate.report.render.cells import (
-    ABLATION_HEADER,
     ablation_cells,
     config_cells,
+    confirmed_cells,
     diagnostic_cells,
     importance_cells,
     legend,
@@ -43,6 +43,11 @@ def _search_sections(report: Report) -> list[str]:
         lines += _table(["parameter", "importance"], importance_cells(report), ["l", "r"])
     else:
         lines.append("Not available (see notes).")
+    header, rows = confirmed_cells(report)
+    if rows:
+        lines += ["", f"## Confirmed on fresh seeds (winner by mean {report.metric})", ""]
+        lines += _table(header, rows, ["l"] * (1 + n_params) + ["r"] * (len(header) - 1
+                                                                         - n_params))
     header, rows = trial_cells(report)
     if rows:
         lines += ["", "## All trials", ""]
@@ -58,7 +63,7 @@ def markdown(report: Report) -> str:
         lines += _search_sections(report)
     else:
         header, rows = ablation_cells(report)
-        lines += _table(header, rows, ["r", "l"] + ["r"] * (len(ABLATION_HEADER) - 2))
+        lines += _table(header, rows, ["r", "l"] + ["r"] * (len(header) - 2))
         lines += ["", legend(report)]
     header, rows = diagnostic_cells(report)
     if rows:

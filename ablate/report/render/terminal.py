@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ablate.report.render.cells import ablation_cells, config_cells
+from ablate.report.render.cells import ablation_cells, config_cells, confirmed_cells
 
 if TYPE_CHECKING:
     from ablate.report.model import Report
@@ -28,8 +28,10 @@ def summary(report: Report) -> list[str]:
     kind = "search" if report.is_search else "ablation"
     planned = "?" if report.planned is None else report.planned
     lines = [f"study '{report.study}' ({kind}): {report.finished}/{planned} trials finished"]
-    return lines + _aligned(*(config_cells(report) if report.is_search
-                              else ablation_cells(report)))
+    lines += _aligned(*(config_cells(report) if report.is_search else ablation_cells(report)))
+    if report.confirmed:
+        lines += ["confirmed on fresh seeds:", *_aligned(*confirmed_cells(report))]
+    return lines
 
 
 def warnings(report: Report) -> list[str]:
