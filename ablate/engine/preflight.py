@@ -88,7 +88,7 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
         if progress is None or progress.driver != "finished":
             connect_ray(address)
         tracker = opened.result()
-    check_study(tracker, spec.name, plan.hash)
+    check_study(tracker, spec.name, plan.hash, study_dir.root)
     dataset_path = ensure_store(spec.dataset)
     data_id = load(dataset_path).manifest["files"]["features.parquet"]["sha256"]
     if record is not None and record.dataset_sha256 not in (None, data_id):

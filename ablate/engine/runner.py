@@ -69,11 +69,12 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     ready = preflight(plan, storage, tracking_uri, address, quiet)
     plan, study_dir, spec, stages = ready.plan, ready.study_dir, plan.spec, ready.stages
     with study_dir.lock():
+        # The study is claimed in the tracking store before anything is written here.
+        tracker = StudyTracker(ready.tracker, spec.name, plan.hash, ready.runs, study_dir.root)
         if ready.record is None:
             study_dir.write_record(StudyRecord.of_plan(plan, str(ready.dataset_path),
                                                        ready.data_id))
         stages.pin_first()
-        tracker = StudyTracker(ready.tracker, spec.name, plan.hash, ready.runs)
         design = spec.design if spec.search is None else f"search ({spec.search.algorithm})"
         tracker.start_study(
             {"spec_hash": plan.hash, "design": design, "dataset": str(ready.dataset_path),

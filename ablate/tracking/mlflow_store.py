@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ablate.errors import AblateError
+from ablate.tracking.check import check_sqlite, check_uri, migration_lock, redacted
 from ablate.tracking.store import Experiment, Point, RunStatus, TrackedRun
 from ablate.tracking.uri import sqlite_path
 
@@ -29,23 +30,38 @@ PARAM_LENGTH = 6000  # MLflow's limit of a param value
 def connect(uri: str) -> MlflowTracker:
     """A tracker for ``uri``, checked to answer before any trial starts.
 
+    The URI is checked first (:mod:`ablate.tracking.check`); a SQLite store is then opened
+    under its migration lock, so that drivers started together never migrate one new
+    database at the same time.
+
     Raises:
         AblateError: The store cannot be reached or opened.
     """
-    from mlflow import MlflowClient
-
+    check_uri(uri)
     db = sqlite_path(uri)
-    if db is not None:
-        if not db.parent.is_dir():
-            raise AblateError(f"tracking store {uri}: directory {db.parent} does not exist")
-        if not os.access(db.parent, os.W_OK):
-            raise AblateError(f"tracking store {uri}: directory {db.parent} is not writable")
-    client = MlflowClient(tracking_uri=uri)
+    if db is None:
+        return _open(uri)
+    if not db.parent.is_dir():
+        raise AblateError(f"tracking store {uri}: directory {db.parent} does not exist")
+    if not os.access(db.parent, os.W_OK):
+        raise AblateError(f"tracking store {uri}: directory {db.parent} is not writable")
+    check_sqlite(uri, db)
+    with migration_lock(db):
+        return _open(uri)
+
+
+def _open(uri: str) -> MlflowTracker:
+    """The client of ``uri``, after one search shows the store answers (and, for a database,
+    has MLflow's schema: MLflow creates or upgrades it on first use)."""
     try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     except Exception as exc:  # MLflow raises many types for unreachable stores
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AblateError(f"tracking store {uri} is not reachable: {first[:200]}") from None
+        raise AblateError(f"tracking store {redacted(uri)} is not reachable: {first[:200]}"
+                          ) from None
     return MlflowTracker(client)
 
 
@@ -85,10 +101,18 @@ class MlflowTracker:
                                                max_results=PAGE)
         return [_experiment(e) for e in found]
 
-    def create_experiment(self, name: str, tags: Mapping[str, str]) -> str:
+    def create_experiment(self, name: str, tags: Mapping[str, str]) -> str | None:
+        from mlflow.exceptions import MlflowException
+
         db = sqlite_path(self.uri)
         location = None if db is None else str(db.parent / "mlartifacts" / name)
-        return self.client.create_experiment(name, artifact_location=location, tags=dict(tags))
+        try:
+            return self.client.create_experiment(name, artifact_location=location,
+                                                 tags=dict(tags))
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_ALREADY_EXISTS":
+                return None  # another process created it first
+            raise
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
         self.client.set_experiment_tag(experiment_id, key, value)

@@ -68,8 +68,9 @@ class Tracker(Protocol):
     def experiments(self, tag: str) -> list[Experiment]:
         """The active experiments carrying the tag ``tag``."""
 
-    def create_experiment(self, name: str, tags: Mapping[str, str]) -> str:
-        """Creates an experiment; returns its id."""
+    def create_experiment(self, name: str, tags: Mapping[str, str]) -> str | None:
+        """Creates an experiment with its tags, in one step; returns its id, or None when an
+        experiment of that name exists already (another process may have created it first)."""
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None: ...
 
