@@ -25,11 +25,13 @@ EXPOSED = ("warning: --host {host} makes the MLflow UI reachable from other mach
 
 def _check_store(uri: str) -> None:
     """A SQLite store must exist: MLflow would create an empty one, leaving a stray file."""
+    from ablate.tracking.check import check_backend_store
     from ablate.tracking.uri import sqlite_path
 
     db = sqlite_path(uri)
-    if db is not None and not db.is_file():
+    if db is not None and not db.is_file() and not db.is_dir():
         raise AblateError(NO_STORE.format(path=db))
+    check_backend_store(uri)
 
 
 @click.command("report")

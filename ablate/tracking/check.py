@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from ablate.errors import AblateError
 from ablate.locks import FileLock
+from ablate.tracking.uri import sqlite_path
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER = 100  # bytes of an SQLite file's header
@@ -38,6 +39,8 @@ FILE_STORE = ("tracking store {uri}: MLflow's file store is not supported; use a
               "(sqlite:///PATH/mlflow.db; `mlflow migrate-filestore` moves existing runs)")
 UNKNOWN_SCHEME = ("tracking store {uri}: unknown scheme '{scheme}'; use sqlite:///PATH, "
                   "http(s)://HOST:PORT or a database URI (postgresql://, mysql://, mssql://)")
+SERVER_UI = ("{uri} is a tracking server, which serves its own UI: open it in a browser (`ablate "
+             "ui` serves a store: sqlite:///PATH or a database URI)")
 UNREACHABLE = ("tracking store {uri} is not reachable: {host}:{port}: {problem}; start the "
                "server or check --tracking-uri")
 
@@ -70,6 +73,17 @@ def check_uri(uri: str) -> None:
         raise AblateError(UNKNOWN_SCHEME.format(uri=uri, scheme=scheme))
     if scheme in PORTS:
         _reach(uri, PORTS[scheme])
+
+
+def check_backend_store(uri: str) -> None:
+    """Refuses what ``mlflow ui`` cannot serve: a bad URI (:func:`check_uri`), a tracking
+    server, a SQLite file MLflow must not open (:func:`check_sqlite`)."""
+    check_uri(uri)
+    if urlsplit(uri).scheme.lower() in ("http", "https"):
+        raise AblateError(SERVER_UI.format(uri=redacted(uri)))
+    db = sqlite_path(uri)
+    if db is not None:
+        check_sqlite(uri, db)
 
 
 def _reach(uri: str, default_port: int) -> None:
