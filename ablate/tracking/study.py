@@ -49,7 +49,8 @@ from ablate.tracking.runs import (
     parent_runs,
     trial_run,
 )
-from ablate.tracking.store import FINISHED, Experiment, Point, RunStatus, Tracker
+from ablate.tracking.owner import check_owner, claim
+from ablate.tracking.store import FINISHED, Point, RunStatus, Tracker
 
 if TYPE_CHECKING:
     from ablate.study.identity import TrialIdentity
@@ -58,10 +59,6 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 PARENT_RUN = "mlflow.parentRunId"
 DELETED = ("MLflow experiment '{study}' is deleted; restore it (mlflow experiments restore) or "
            "choose another --name")
-OWNER = "ablate.storage"  # experiment tag: the study directory that owns the study
-OTHER_OWNER = ("study '{study}' in the tracking store {uri} belongs to the study directory "
-               "{owner}, not {root}; resume it there with --storage {owner_storage}, or run "
-               "it as a new study with --name NEW_NAME")
 OTHER_SPEC = ("MLflow experiment '{study}' holds study runs of another spec (hash {found}, now "
               "{spec_hash}); start a new study with --name NEW_NAME")
 
@@ -74,10 +71,11 @@ def check_study(tracker: Tracker, study: str, spec_hash: str, root: str | None =
         study: The study name.
         spec_hash: The plan's hash.
         root: The study directory of the driver (:attr:`~ablate.study.storage.StudyDir.root`):
-            a study owned by another one is refused. None skips that check.
+            refused while another directory's driver runs the study
+            (:func:`~ablate.tracking.owner.check_owner`). None skips that check.
 
     Raises:
-        AblateError: The experiment is deleted, belongs to another study directory, or holds
+        AblateError: The experiment is deleted, is run from another study directory, or holds
             study runs of another spec.
     """
     experiment = tracker.experiment(study)
@@ -91,20 +89,6 @@ def check_study(tracker: Tracker, study: str, spec_hash: str, root: str | None =
         found = run.tags.get(SPEC_HASH)
         if found != spec_hash:
             raise AblateError(OTHER_SPEC.format(study=study, found=found, spec_hash=spec_hash))
-
-
-def check_owner(tracker: Tracker, experiment: Experiment, root: str) -> None:
-    """Refuses a driver whose study directory is not the one that owns the study: two drivers
-    of one study on two storages would each run every trial.
-
-    Raises:
-        AblateError: The experiment records another owner, naming both and the remedies.
-    """
-    owner = experiment.tags.get(OWNER)
-    if owner is not None and owner != root:
-        raise AblateError(OTHER_OWNER.format(
-            study=experiment.name, uri=tracker.uri, owner=owner, root=root,
-            owner_storage=owner.rsplit("/", 1)[0] or "/"))
 
 
 def config_params(config: Mapping[str, Any]) -> dict[str, str]:
@@ -121,12 +105,12 @@ class StudyTracker:
         spec_hash: The plan's hash.
         runs: The study's trial runs as :func:`~ablate.tracking.runs.chosen_trial_runs` read
             them before the driver decided what to run.
-        root: The driver's study directory, claimed as the study's owner (tag
-            ``ablate.storage``) together with the experiment's creation; a driver of another
-            directory is refused (:func:`check_owner`), also when both create it at once.
+        root: The driver's study directory, claimed as the study's owner
+            (:func:`~ablate.tracking.owner.claim`): refused while another directory's driver
+            runs the study, also when both create it at once. None claims nothing.
 
     Raises:
-        AblateError: The study belongs to another study directory.
+        AblateError: Another directory's driver runs the study.
     """
 
     def __init__(self, tracker: Tracker, study: str, spec_hash: str,
@@ -141,19 +125,8 @@ class StudyTracker:
         self._logged_steps: dict[str, set[int]] = {}
 
     def _experiment(self) -> str:
-        existing = self.tracker.experiment(self.study)
-        if existing is None:
-            owner = {} if self.root is None else {OWNER: self.root}
-            created = self.tracker.create_experiment(
-                self.study, {STUDY: self.study, EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1], **owner})
-            if created is not None:
-                return created
-            existing = self.tracker.experiment(self.study)  # another driver created it first
-            assert existing is not None
-        if self.root is not None:
-            check_owner(self.tracker, existing, self.root)
-            if OWNER not in existing.tags:  # a study tracked before owners were recorded
-                self.tracker.set_experiment_tag(existing.experiment_id, OWNER, self.root)
+        existing = claim(self.tracker, self.study, self.root,
+                         {STUDY: self.study, EXPERIMENT_KIND[0]: EXPERIMENT_KIND[1]})
         if existing.tags.get(EXPERIMENT_KIND[0]) is None:
             self.tracker.set_experiment_tag(existing.experiment_id, *EXPERIMENT_KIND)
         return existing.experiment_id
