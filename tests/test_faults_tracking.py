@@ -155,7 +155,7 @@ def test_two_drivers_on_two_storages_and_one_new_store(tmp_path: Path, cache: Pa
     outputs = [d.output() for d in drivers]
     assert "Traceback" not in "".join(outputs), "".join(outputs)
     assert 0 in codes, outputs
-    for code, output in zip(codes, outputs):
+    for code, output in zip(codes, outputs, strict=True):
         if code != 0:
             assert code == 1
             *_, line = output.strip().splitlines()  # after a first run's dataset note

@@ -19,7 +19,6 @@ from ablate.locks import FileLock
 from ablate.tracking.uri import sqlite_path
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-HEADER = 100  # bytes of an SQLite file's header
 MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs"})
 REACH_TIMEOUT = 10.0  # seconds to open a TCP connection to a tracking server or database
 PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
@@ -117,13 +116,12 @@ def check_sqlite(uri: str, db: Path) -> None:
     if not db.exists() or db.stat().st_size == 0:
         return
     with open(db, "rb") as handle:
-        header = handle.read(HEADER)
-    if not header.startswith(SQLITE_MAGIC):
+        magic = handle.read(len(SQLITE_MAGIC))
+    if magic != SQLITE_MAGIC:
         raise AblateError(NOT_SQLITE.format(uri=uri, db=db))
-    problem = _short(header, db.stat().st_size)
-    if problem is not None:
-        raise AblateError(TRUNCATED.format(uri=uri, db=db, problem=problem))
     tables = _tables(uri, db)
+    if tables is None:
+        return
     leftover = sorted(t for t in tables if t.startswith("_alembic_tmp_"))
     if leftover:
         raise AblateError(HALF_MIGRATED.format(uri=uri, db=db, table=leftover[0]))
@@ -131,22 +129,10 @@ def check_sqlite(uri: str, db: Path) -> None:
         raise AblateError(FOREIGN.format(uri=uri, db=db, tables=", ".join(sorted(tables)[:5])))
 
 
-def _short(header: bytes, size: int) -> str | None:
-    """Why a file is shorter than its header says, None when it is not: the header records the
-    page size and, while its change counter matches, the number of pages."""
-    if len(header) < HEADER:
-        return f"{size} bytes, shorter than an SQLite header"
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    counts_valid = header[24:28] == header[92:96]
-    if counts_valid and size < pages * page_size:
-        return f"{size} bytes of the {pages * page_size} its header records: truncated"
-    return None
-
-
-def _tables(uri: str, db: Path) -> set[str]:
-    """The tables of ``db``, read through a read-only connection."""
+def _tables(uri: str, db: Path) -> set[str] | None:
+    """The tables of ``db``, read through a read-only connection (SQLite itself finds a file
+    shorter than its header records). None when a writer's crash left a journal that only a
+    writable connection replays (MLflow's will)."""
     try:
         con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
         try:
@@ -154,5 +140,7 @@ def _tables(uri: str, db: Path) -> set[str]:
         finally:
             con.close()
     except sqlite3.Error as exc:
+        if "readonly" in str(exc) or "read-only" in str(exc):
+            return None
         raise AblateError(TRUNCATED.format(uri=uri, db=db, problem=exc)) from None
     return {name for (name,) in rows}

@@ -12,7 +12,9 @@ Runs are found again by their tags (:mod:`ablate.tracking.runs`), not remembered
   (Ray's id of the attempt that last ran it: informative only, since Ray's ids do not survive
   a loss of Ray's state).
 
-The experiment is tagged as model training (``mlflow.experimentKind``), so the MLflow UI opens
+The experiment records the study directory that owns the study (:mod:`ablate.tracking.owner`),
+so drivers of one study on two storages never both run it. The experiment is tagged as model
+training (``mlflow.experimentKind``), so the MLflow UI opens
 it on its runs, and carries a shared view (:mod:`ablate.tracking.view`) that shows the columns a
 study is compared by.
 
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ablate.config import dotted
 from ablate.errors import AblateError
 from ablate.metrics import is_tracked
+from ablate.tracking.owner import check_owner, claim
 from ablate.tracking.runs import (
     ROLE,
     SEED,
@@ -49,7 +52,6 @@ from ablate.tracking.runs import (
     parent_runs,
     trial_run,
 )
-from ablate.tracking.owner import check_owner, claim
 from ablate.tracking.store import FINISHED, Point, RunStatus, Tracker
 
 if TYPE_CHECKING:
