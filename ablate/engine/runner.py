@@ -73,10 +73,11 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
             study_dir.write_record(StudyRecord.of_plan(plan, str(ready.dataset_path),
                                                        ready.data_id))
         stages.pin_first()
-        tracker = StudyTracker(ready.tracker, spec.name, plan.hash, ready.runs)
+        tracker = StudyTracker(ready.tracker, spec.name, plan.hash, ready.runs, ready.data_id)
         design = spec.design if spec.search is None else f"search ({spec.search.algorithm})"
         tracker.start_study(
             {"spec_hash": plan.hash, "design": design, "dataset": str(ready.dataset_path),
+             "dataset_sha256": ready.data_id,
              "seeds": list(spec.seeds), "trials": plan.total,
              "source": str(spec.source or "")},
             view=view_state(spec.metric, spec.mode,
