@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 # What a trial offered a checkpoint of other data is told (the driver's preflight refuses such a
 # study first, where it can read the checkpoints: local storage).
-STUDY_REMEDY = "restore the data the study started on, or run it as a new study with --name NEW_NAME"
+STUDY_REMEDY = ("restore the data the study started on, or run it as a new study with --name "
+                "NEW_NAME")
 NODE_DATA = ("trial {key}: the store {store} on this node holds other data than the driver's "
              "(features sha256 {here} here, {driver} there); give every node the same store")
 SCRATCH_PREFIX = "ablate-ckpt-"  # + "<pid>-": where a checkpoint is written before Tune takes it
