@@ -114,8 +114,8 @@ class Stopped:
         (self.root / "study.json").unlink()
         self.new = synth(self.store, 2, self.env)
 
-    def args(self, uri: str | None = None) -> list[str]:
-        return ["run", str(self.spec), "--storage", str(self.directory / "runs"),
+    def args(self, uri: str | None = None, storage: str | None = None) -> list[str]:
+        return ["run", str(self.spec), "--storage", storage or str(self.directory / "runs"),
                 "--tracking-uri", uri or self.uri]
 
 
@@ -151,17 +151,22 @@ def test_a_stopped_study_rerun_on_regenerated_data_is_refused(stopped: Stopped) 
 
 
 @pytest.mark.slow
-def test_without_study_json_or_mlflow_the_checkpoints_refuse(stopped: Stopped,
-                                                             tmp_path: Path) -> None:
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
+def test_without_study_json_or_mlflow_the_checkpoints_refuse(stopped: Stopped, tmp_path: Path,
+                                                             as_uri: bool) -> None:
     """The same study against a fresh tracking store: Tune would restore its trials from
-    checkpoints of the old data; the driver reads their fingerprints first."""
+    checkpoints of the old data; the driver reads their fingerprints first (storage given as
+    a path, or as a URI, read through pyarrow as s3:// would be)."""
     before = files_of(stopped.root)
-    uri = TRACKING_STORES.new(tmp_path)
+    storage = stopped.directory / "runs"
+    root = f"file://{stopped.root}" if as_uri else str(stopped.root)
 
-    line = refusal(run(stopped.args(uri), stopped.directory, stopped.env))
+    line = refusal(run(stopped.args(TRACKING_STORES.new(tmp_path),
+                                    f"file://{storage}" if as_uri else str(storage)),
+                       stopped.directory, stopped.env))
 
     # the trials done and those cut short after their first checkpoint
-    tune = re.escape(f"{stopped.root}/tune")
+    tune = re.escape(f"{root}/tune")
     assert re.search(rf"the checkpoints of [2-6] Tune trial\(s\) under {tune} were trained",
                      line), line
     assert f"(features sha256 {stopped.old}, now {stopped.new})" in line

@@ -5,10 +5,11 @@ The data's fingerprint (:func:`~ablate.data.layout.fingerprint`, the SHA-256 of 
 features) is recorded in three places, so the check holds whichever of them survives:
 ``study.json`` (``dataset_sha256``), each trial's tracked run (tag ``ablate.data_sha256``) and
 each trial checkpoint (``data_sha256`` in the state, and ``data.json`` beside it, read here
-without torch). It is not part of the plan's hash: a study started before runs and
-checkpoints recorded their data resumes as before; what has no fingerprint is accepted, what
-has another is refused. A trial offered a checkpoint of other data refuses too
-(:func:`~ablate.train.driver.check_same_data`), for storage this check cannot list (a URI).
+without torch, on local storage or a URI). It is not part of the plan's hash: a study started
+before runs and checkpoints recorded their data resumes as before; what has no fingerprint is
+accepted, what has another is refused. A trial offered a checkpoint of other data refuses too
+(:func:`~ablate.train.driver.check_same_data`), and so does a trial on a node whose store
+differs from the driver's (:func:`~ablate.engine.trainable.train_trial`).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def check_same_data(name: str, store: Path, data_sha256: str, record: StudyRecor
                      other[0][1].data_sha256)
     found = _other_checkpoints(study_dir, data_sha256)
     if found:
-        trials = sorted({p.relative_to(study_dir.root).parts[:2] for p, _ in found})
+        trials = sorted({tuple(p.split("/")[:2]) for p, _ in found})
         where = sorted({f"{study_dir.root}/{stage}" for stage, _ in trials})
         raise refuse(f"the checkpoints of {len(trials)} Tune trial(s) under {', '.join(where)} "
                      f"were trained", found[0][1])
@@ -72,21 +73,28 @@ def _some(items: Iterable[str]) -> str:
                                        if len(items) > SHOWN else "")
 
 
-def _other_checkpoints(study_dir: StudyDir, data_sha256: str) -> list[tuple[Path, str]]:
-    """``(checkpoint directory, its fingerprint)`` of every checkpoint under the study's Tune
-    experiments (``tune/``, ``tune-round-2/``, ...) recorded as trained on other data; local
-    storage only, checkpoints without ``data.json`` (older ones) passed over."""
-    if not study_dir.is_local:
-        return []
+def _other_checkpoints(study_dir: StudyDir, data_sha256: str) -> list[tuple[str, str]]:
+    """``(checkpoint directory relative to the study, its fingerprint)`` of every checkpoint
+    under the study's Tune experiments (``tune/``, ``tune-round-2/``, ...) recorded as trained
+    on other data; local or a URI alike. Checkpoints without ``data.json`` (older ones) are
+    passed over."""
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(study_dir.root)
     found = []
-    root = Path(study_dir.root)
-    for pattern in (f"{TUNE_DIR}*/*/checkpoint_*/{DATA}",
-                    f"{TUNE_DIR}*/*/checkpoint_*/member-*/{DATA}"):
-        for path in sorted(root.glob(pattern)):
+    for stage in fs.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True)):
+        if stage.type != pyarrow.fs.FileType.Directory or not stage.base_name.startswith(TUNE_DIR):
+            continue
+        for info in fs.get_file_info(pyarrow.fs.FileSelector(stage.path, recursive=True)):
+            relative = info.path[len(root):].strip("/")
+            parts = relative.split("/")
+            if info.base_name != DATA or not any(p.startswith("checkpoint_") for p in parts):
+                continue
             try:
-                recorded = json.loads(path.read_text()).get("sha256")
+                with fs.open_input_stream(info.path) as f:
+                    recorded = json.loads(f.read().decode()).get("sha256")
             except (OSError, ValueError, AttributeError):
                 continue  # being written when its writer died: Tune never restores it
             if isinstance(recorded, str) and recorded != data_sha256:
-                found.append((path.parent, recorded))
-    return found
+                found.append(("/".join(parts[:-1]), recorded))
+    return sorted(found)
