@@ -42,7 +42,7 @@ def check_same_data(name: str, store: Path, data_sha256: str, record: StudyRecor
         data_sha256: Its fingerprint now.
         record: ``study.json``; None when there is none.
         runs: The study's tracked trial runs, by trial key.
-        study_dir: Where its checkpoints are (listed when local).
+        study_dir: Where its checkpoints are (listed on local storage or at a URI).
 
     Raises:
         AblateError: One line naming the store, both fingerprints and what to do.

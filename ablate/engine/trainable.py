@@ -24,8 +24,8 @@ from ablate.train.trainer import EpochResult
 if TYPE_CHECKING:
     from ablate.study.plan import Plan, PlannedTrial
 
-# What a trial offered a checkpoint of other data is told (the driver's preflight refuses such a
-# study first, where it can read the checkpoints: local storage).
+# What a trial offered a checkpoint of other data is told: the last line of defence, since the
+# driver refuses such a study before Tune starts (ablate.engine.samedata).
 STUDY_REMEDY = ("restore the data the study started on, or run it as a new study with --name "
                 "NEW_NAME")
 NODE_DATA = ("trial {key}: the store {store} on this node holds other data than the driver's "
