@@ -248,6 +248,7 @@ def _train(out: Path, store: Path, env: dict[str, str], epochs: int = 1) -> Any:
                 str(epochs)], out.parent, env)
 
 
+@pytest.mark.slow
 def test_train_out_of_other_data_is_refused(tmp_path: Path) -> None:
     """Finding 4: ``ablate train --out`` of a trial trained on another store printed that
     trial's AUC; now refused, and the output directory is left as it was."""
