@@ -27,6 +27,7 @@ from ablate.data.layout import (
     VIDEOS,
     Progress,
     check_size,
+    fingerprint,
     read_manifest,
     verify_file,
 )
@@ -142,6 +143,11 @@ class FeatureDataset:
         self._train_view: tuple[np.ndarray, np.ndarray] | None = None
         self._train_segments: int | None = None
         self._train_reader: pa.ipc.RecordBatchFileReader | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """The store's data fingerprint (:func:`~ablate.data.layout.fingerprint`)."""
+        return fingerprint(self.manifest)
 
     def __repr__(self) -> str:
         return (f"FeatureDataset({str(self.path)!r}, {len(self)} videos, "

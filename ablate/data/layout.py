@@ -155,6 +155,18 @@ def read_manifest(store: Path) -> dict[str, Any]:
     return manifest
 
 
+def fingerprint(manifest: Mapping[str, Any]) -> str:
+    """What identifies the data a trial trains on: the SHA-256 of the store's features, as its
+    (checked, :func:`read_manifest`) manifest records it. Studies, checkpoints and tracked runs
+    record it; a trial is never continued or adopted on another."""
+    return str(manifest["files"][FEATURES]["sha256"])
+
+
+def short_fingerprint(value: str | None) -> str:
+    """A fingerprint as error messages show it: its first 12 hex digits (``none``: unrecorded)."""
+    return value[:12] if value else "none"
+
+
 def check_size(store: Path, manifest: Mapping[str, Any], name: str) -> int:
     """Check that a data file exists and has the size the manifest recorded; returns it.
 

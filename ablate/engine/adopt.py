@@ -3,7 +3,8 @@
 MLflow is the record of which trials ran; Ray's experiment state is a cache of how far each got.
 When Tune can restore its experiment, it does (finished trials are kept, the rest continue).
 When it cannot (``tune/`` deleted or truncated, another ``--storage``, the study directory
-moved away), the plan decides instead of Ray:
+moved away), the plan decides instead of Ray (runs trained on other data than the store holds
+now were refused before, :mod:`ablate.engine.samedata`):
 
 - a planned trial with a FINISHED run is adopted: not run again;
 - a trial whose run has logged epochs continues from a checkpoint of the same identity if one

@@ -1,6 +1,7 @@
 """Everything ``ablate run`` checks before it writes anything, in the order that lets bad input
 fail first: the storage is writable, the study record accepts the plan, the tracking store
-answers and accepts the study, the dataset is there and unchanged, and what Tune will be given
+answers and accepts the study, the dataset is there and is the one everything the study kept
+was trained on (:mod:`ablate.engine.samedata`), and what Tune will be given
 for the study's first stage to run can be decided (:mod:`ablate.engine.adopt`)."""
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ CHANGED_PLAN = ("study '{name}' at {root} was created from a different plan (has
                 "(or move {root} away)")
 DAMAGED_GROUPS = ("study '{name}': {problem} ({path}); restore that file from a backup, or run "
                   "the study anew under another --name")
-CHANGED_DATA = ("study '{name}': the dataset {path} changed since the study started; start a "
-                "new study with --name NEW_NAME")
 
 
 @dataclass(frozen=True)
@@ -70,6 +69,7 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     from ablate.data import load
     from ablate.data.source import ensure_store
     from ablate.engine.raycluster import connect_ray
+    from ablate.engine.samedata import check_same_data
     from ablate.tracking.connect import connect
     from ablate.tracking.runs import chosen_trial_runs
     from ablate.tracking.study import check_study
@@ -90,10 +90,9 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
         tracker = opened.result()
     check_study(tracker, spec.name, plan.hash, study_dir.root)
     dataset_path = ensure_store(spec.dataset)
-    data_id = load(dataset_path).manifest["files"]["features.parquet"]["sha256"]
-    if record is not None and record.dataset_sha256 not in (None, data_id):
-        raise AblateError(CHANGED_DATA.format(name=spec.name, path=dataset_path))
+    data_id = load(dataset_path).fingerprint
     runs = chosen_trial_runs(tracker, spec.name)
+    check_same_data(spec.name, dataset_path, data_id, record, runs, study_dir)
     stages = Stages(plan, study_dir)
     stage = stages.pinned()[0]
     attempt = stage_attempt(stage, runs, tracker, study_dir)

@@ -70,7 +70,8 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     plan, study_dir, spec, stages = ready.plan, ready.study_dir, plan.spec, ready.stages
     with study_dir.lock():
         # The study is claimed in the tracking store before anything is written here.
-        tracker = StudyTracker(ready.tracker, spec.name, plan.hash, ready.runs, study_dir.root)
+        tracker = StudyTracker(ready.tracker, spec.name, plan.hash, ready.runs, study_dir.root,
+                               ready.data_id)
         if ready.record is None:
             study_dir.write_record(StudyRecord.of_plan(plan, str(ready.dataset_path),
                                                        ready.data_id))
@@ -78,6 +79,7 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
         design = spec.design if spec.search is None else f"search ({spec.search.algorithm})"
         tracker.start_study(
             {"spec_hash": plan.hash, "design": design, "dataset": str(ready.dataset_path),
+             "dataset_sha256": ready.data_id,
              "seeds": list(spec.seeds), "trials": plan.total,
              "source": str(spec.source or "")},
             view=view_state(spec.metric, spec.mode,

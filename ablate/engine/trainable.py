@@ -24,6 +24,12 @@ from ablate.train.trainer import EpochResult
 if TYPE_CHECKING:
     from ablate.study.plan import Plan, PlannedTrial
 
+# What a trial offered a checkpoint of other data is told: the last line of defence, since the
+# driver refuses such a study before Tune starts (ablate.engine.samedata).
+STUDY_REMEDY = ("restore the data the study started on, or run it as a new study with --name "
+                "NEW_NAME")
+NODE_DATA = ("trial {key}: the store {store} on this node holds other data than the driver's "
+             "(features sha256 {here} here, {driver} there); give every node the same store")
 SCRATCH_PREFIX = "ablate-ckpt-"  # + "<pid>-": where a checkpoint is written before Tune takes it
 
 
@@ -161,7 +167,7 @@ class RungsDecision:
 
 
 def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str,
-                rungs: Any = None) -> None:
+                rungs: Any = None, data_sha256: str | None = None) -> None:
     """Tune entry point (bound with ``tune.with_parameters``): trains the plan's trial, or with
     fusion a group of trials as one model, through the trial driver (:mod:`ablate.train.driver`).
 
@@ -169,14 +175,24 @@ def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str
     generates into its own cache on first use. ``tune_path`` is the study's Tune directory.
     ``rungs`` (a fused study with a scheduler) is the Ray actor of the study's
     :class:`~ablate.study.rungs.Rungs`: a member it stops trains no further (masked in the fused
-    model) while the rest go on.
+    model) while the rest go on. ``data_sha256`` is the fingerprint of the store the driver
+    checked: a node whose store differs, or a checkpoint of other data, is refused.
     """
     sweep_stale_scratch()
     members = plan.members(config)
-    unit = open_unit([m.config for m in members], _store(dataset), plan.schedule.stop_epochs)
+    store = _store(dataset)
+    if data_sha256 is not None and store.fingerprint != data_sha256:
+        from ablate.data.layout import short_fingerprint
+        from ablate.errors import AblateError
+
+        raise AblateError(NODE_DATA.format(key=members[0].key, store=store.path,
+                                           here=short_fingerprint(store.fingerprint),
+                                           driver=short_fingerprint(data_sha256)))
+    unit = open_unit([m.config for m in members], store, plan.schedule.stop_epochs)
     restored = _restored(len(members))
     resume(unit, [[newest_persisted_state(tune_path, m.key, plan), restored[i]]
-                  for i, m in enumerate(members)], [f"trial {m.key}" for m in members])
+                  for i, m in enumerate(members)], [f"trial {m.key}" for m in members],
+           STUDY_REMEDY)
     report = TuneReport(unit, members, min(t.epoch for t in unit.members))
     # Resumed past what Tune's snapshot recorded (possibly past the last epoch, leaving nothing
     # to train): report those epochs again, so Tune's last result and checkpoint, which the

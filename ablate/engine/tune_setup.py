@@ -99,6 +99,7 @@ def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path) -
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from ablate.data.layout import fingerprint, read_manifest
     from ablate.data.source import worker_dataset
     from ablate.engine.callback import StudyCallback
     from ablate.engine.trainable import train_trial
@@ -110,7 +111,8 @@ def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path) -
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, plan=stage.plan,
                              dataset=worker_dataset(spec.dataset, dataset_path),
-                             tune_path=path, rungs=ctx.rungs),
+                             tune_path=path, rungs=ctx.rungs,
+                             data_sha256=fingerprint(read_manifest(dataset_path))),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     if attempt.restore:  # Tune's own grid or searcher state carries on
         if not ctx.quiet:

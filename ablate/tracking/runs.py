@@ -25,6 +25,7 @@ SPEC_HASH = "ablate.spec_hash"
 FINAL_EPOCH = "ablate.final_epoch"
 STOPPED_EARLY = "ablate.stopped_early"
 TRIAL_ID = "ablate.trial_id"
+DATA_SHA256 = "ablate.data_sha256"  # the fingerprint of the data the trial trained on
 IDENTITY_TAGS = (TRIAL_KEY, VARIANT, SEED)
 STUDY_ROLE = "study"
 TRIAL_ROLE = "trial"
@@ -48,6 +49,7 @@ class TrialRun:
     final_epoch: int | None = None
     stopped_early: bool = False
     trial_id: str | None = None  # Ray's id of the attempt that last ran it: informative only
+    data_sha256: str | None = None  # None: a run written before runs recorded their data
     start_time: int = 0
     end_time: int = 0
 
@@ -83,7 +85,8 @@ def trial_run(run: TrackedRun) -> TrialRun:
         status=run.status, params=dict(run.params),
         metrics={k: v for k, v in run.metrics.items() if is_tracked(k)},
         final_epoch=final_epoch, stopped_early=tags.get(STOPPED_EARLY) == "true",
-        trial_id=tags.get(TRIAL_ID), start_time=run.start_time,
+        trial_id=tags.get(TRIAL_ID), data_sha256=tags.get(DATA_SHA256),
+        start_time=run.start_time,
         end_time=run.end_time or run.start_time)
 
 

@@ -8,9 +8,10 @@ Runs are found again by their tags (:mod:`ablate.tracking.runs`), not remembered
 - parent: tags ``ablate.role=study``, ``ablate.study``, ``ablate.spec_hash``;
 - child: tags ``ablate.role=trial``, ``ablate.study``, ``ablate.trial_key`` (variant/seed: the
   trial's identity, see :mod:`ablate.study.identity`), ``ablate.variant``, ``ablate.seed``,
-  ``ablate.config_hash``, ``ablate.spec_hash``, ``mlflow.parentRunId``, and ``ablate.trial_id``
-  (Ray's id of the attempt that last ran it: informative only, since Ray's ids do not survive
-  a loss of Ray's state).
+  ``ablate.config_hash``, ``ablate.spec_hash``, ``ablate.data_sha256`` (the fingerprint of the
+  data it trains on: a study refuses to adopt or continue a run of other data),
+  ``mlflow.parentRunId``, and ``ablate.trial_id`` (Ray's id of the attempt that last ran it:
+  informative only, since Ray's ids do not survive a loss of Ray's state).
 
 The experiment records the study directory that owns the study (:mod:`ablate.tracking.owner`),
 so drivers of one study on two storages never both run it. The experiment is tagged as model
@@ -36,6 +37,7 @@ from ablate.errors import AblateError
 from ablate.metrics import is_tracked
 from ablate.tracking.owner import check_owner, claim
 from ablate.tracking.runs import (
+    DATA_SHA256,
     ROLE,
     SEED,
     SPEC_HASH,
@@ -110,17 +112,20 @@ class StudyTracker:
         root: The driver's study directory, claimed as the study's owner
             (:func:`~ablate.tracking.owner.claim`): refused while another directory's driver
             runs the study, also when both create it at once. None claims nothing.
+        data_sha256: The fingerprint of the data the trials train on, tagged on each new run.
 
     Raises:
         AblateError: Another directory's driver runs the study.
     """
 
     def __init__(self, tracker: Tracker, study: str, spec_hash: str,
-                 runs: Mapping[str, TrialRun], root: str | None = None) -> None:
+                 runs: Mapping[str, TrialRun], root: str | None = None,
+                 data_sha256: str | None = None) -> None:
         self.tracker = tracker
         self.study = study
         self.spec_hash = spec_hash
         self.root = root
+        self.data_sha256 = data_sha256
         self.experiment_id = self._experiment()
         self.parent_id = self._parent()
         self._children = dict(runs)
@@ -188,7 +193,8 @@ class StudyTracker:
                 STUDY: self.study, TRIAL_ID: trial_id,
                 TRIAL_KEY: identity.key, VARIANT: identity.variant,
                 SEED: str(identity.seed), "ablate.config_hash": identity.config_hash,
-                SPEC_HASH: self.spec_hash})
+                SPEC_HASH: self.spec_hash,
+                **({DATA_SHA256: self.data_sha256} if self.data_sha256 else {})})
             run = self._children[identity.key] = trial_run(created)
         run_id = run.run_id
         if run.trial_id != trial_id:

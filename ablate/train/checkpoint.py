@@ -1,7 +1,9 @@
 """Trial checkpoints: written atomically, the previous one kept as a fallback.
 
 A checkpoint holds the model, optimizer and RNG states, the epoch and the metric history, so a
-resumed trial continues bit-for-bit (on CPU) where it stopped. It is saved as ``checkpoint.pt``;
+resumed trial continues bit-for-bit (on CPU) where it stopped, and the fingerprint of the data
+it was trained on (``data_sha256``), so it is never continued on other data
+(:func:`ablate.train.driver.check_same_data`). It is saved as ``checkpoint.pt``;
 before it is replaced, the last good one is moved to ``checkpoint.prev.pt``. A truncated or
 corrupt latest checkpoint (a kill during the write cannot produce one, but a full disk or a bad
 copy can) falls back to the previous one with a warning.

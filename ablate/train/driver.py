@@ -9,7 +9,9 @@ study's Tune trainable all train a unit the same way:
 1. :func:`resume` loads into each member the most advanced of the states it is offered (its own
    checkpoint directory; in a study, also what Tune restored and the newest checkpoint persisted
    under the study), after :func:`check_same_trial`: only ``train.epochs`` may differ, so a
-   finished trial can be trained further;
+   finished trial can be trained further; and :func:`check_same_data`: every state offered
+   must have been trained on the data the member trains on (a checkpoint written before
+   checkpoints recorded their data is accepted);
 2. :func:`drive` runs the epochs, asking an optional ``decide`` (an early-stopping scheduler)
    which members stop after each, and hands every epoch's results to ``on_epoch``, which
    checkpoints and reports them;
@@ -34,6 +36,9 @@ if TYPE_CHECKING:
 
 OTHER_CONFIG = ("{where}: holds a checkpoint of a different config (changed: {changed}); use "
                 "another output directory")
+OTHER_DATA = ("{where}: holds a checkpoint trained on other data than the store {store} "
+              "(features sha256 {old} in the checkpoint, {new} in the store); {remedy}")
+OUT_REMEDY = "use another output directory, or the store it was trained on"
 CHECKPOINT_DIRS = "{configs} trial configs but {dirs} checkpoint directories"
 
 Results = dict[int, EpochResult]  # one epoch's results, by member index
@@ -118,19 +123,39 @@ def check_same_trial(saved: dict[str, Any], config: TrialConfig, where: str | Pa
         raise AblateError(OTHER_CONFIG.format(where=where, changed=", ".join(changed)))
 
 
+def check_same_data(saved: dict[str, Any], trainer: Trainer, where: str | Path,
+                    remedy: str = OUT_REMEDY) -> None:
+    """Refuses a checkpoint trained on other data than ``trainer``'s store (one without a
+    recorded fingerprint predates them and is accepted).
+
+    Raises:
+        AblateError: Naming the store, both fingerprints and ``remedy``.
+    """
+    from ablate.data.layout import short_fingerprint
+
+    old, new = saved.get("data_sha256"), trainer.dataset.fingerprint
+    if old is not None and old != new:
+        raise AblateError(OTHER_DATA.format(where=where, store=trainer.dataset.path,
+                                            old=short_fingerprint(old),
+                                            new=short_fingerprint(new), remedy=remedy))
+
+
 def load_newest(trainer: Trainer, states: Iterable[dict[str, Any] | None],
-                where: str | Path) -> bool:
+                where: str | Path, remedy: str = OUT_REMEDY) -> bool:
     """Loads the most advanced of ``states`` (None entries skipped) into ``trainer``.
 
     Returns:
         Whether a state was loaded.
 
     Raises:
-        AblateError: That state is of another config.
+        AblateError: That state is of another config, or any offered one of other data
+            (``remedy`` says what to do).
     """
     offered = [s for s in states if s is not None]
     if not offered:
         return False
+    for state in offered:
+        check_same_data(state, trainer, where, remedy)
     newest = max(offered, key=lambda s: s["epoch"])
     check_same_trial(newest["config"], trainer.config, where)
     trainer.load_state_dict(newest)
@@ -138,11 +163,11 @@ def load_newest(trainer: Trainer, states: Iterable[dict[str, Any] | None],
 
 
 def resume(unit: Unit, offered: Sequence[Iterable[dict[str, Any] | None]],
-           where: Sequence[str | Path]) -> None:
+           where: Sequence[str | Path], remedy: str = OUT_REMEDY) -> None:
     """Loads into each member the newest of the states offered to it (see :func:`load_newest`);
-    ``where`` names each member's source in errors."""
+    ``where`` names each member's source in errors, ``remedy`` what to do about other data."""
     for member, states, place in zip(unit.members, offered, where, strict=True):
-        load_newest(member, states, place)
+        load_newest(member, states, place, remedy)
 
 
 def drive(unit: Unit, on_epoch: OnEpoch, decide: Decide | None = None) -> None:

@@ -12,10 +12,12 @@ if TYPE_CHECKING:
 HISTORY = "history.json"  # per-epoch metrics, a list of {"epoch", "auc", "ap", ...}
 SCORES = "scores.npz"  # per-video test snippet scores of the last scored epoch, by video id
 CONFIG = "config.yaml"  # the resolved trial config
+DATA = "data.json"  # {"sha256": the data fingerprint, "store": path}: read without torch
 
 
 def write_trial_outputs(directory: Path, trainer: Trainer) -> None:
-    """Writes the history, per-video scores and resolved config of ``trainer``."""
+    """Writes the history, per-video scores, resolved config and data fingerprint of
+    ``trainer``."""
     import numpy as np
     import yaml
 
@@ -24,3 +26,5 @@ def write_trial_outputs(directory: Path, trainer: Trainer) -> None:
         np.savez_compressed(directory / SCORES,
                             **dict(zip(trainer.test_ids, trainer.last_scores, strict=True)))
     (directory / CONFIG).write_text(yaml.safe_dump(trainer.config.to_dict(), sort_keys=False))
+    (directory / DATA).write_text(json.dumps({"sha256": trainer.dataset.fingerprint,
+                                              "store": str(trainer.dataset.path)}))

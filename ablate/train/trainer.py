@@ -133,6 +133,7 @@ class Trainer:
             **self._torch_rng_state(),
             "history": self.history,
             "config": self.config.to_dict(),
+            "data_sha256": self.dataset.fingerprint,  # checked on resume (train.driver)
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
