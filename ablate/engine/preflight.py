@@ -75,8 +75,7 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     from ablate.tracking.study import check_study
 
     spec = plan.spec
-    study_dir = StudyDir.at(storage, spec.name)
-    study_dir.check_writable()
+    study_dir = StudyDir.at(storage, spec.name)  # checked writable, and locked, by the caller
     record = study_dir.read_record()
     if record is not None:
         plan = _resumable(plan, record, study_dir)

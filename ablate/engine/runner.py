@@ -63,12 +63,16 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     """
     from ablate.engine.preflight import preflight
     from ablate.tracking.study import StudyTracker
+    from ablate.tracking.uri import removed_if_refused
     from ablate.tracking.view import view_state
 
     start = time.monotonic()
-    ready = preflight(plan, storage, tracking_uri, address, quiet)
-    plan, study_dir, spec, stages = ready.plan, ready.study_dir, plan.spec, ready.stages
-    with study_dir.lock():
+    study_dir = StudyDir.at(storage, plan.spec.name)
+    study_dir.check_writable()
+    with study_dir.lock():  # before Ray starts: a second driver is refused at once
+        with removed_if_refused(tracking_uri):
+            ready = preflight(plan, storage, tracking_uri, address, quiet)
+        plan, spec, stages = ready.plan, plan.spec, ready.stages
         if ready.record is None:
             study_dir.write_record(StudyRecord.of_plan(plan, str(ready.dataset_path),
                                                        ready.data_id))
