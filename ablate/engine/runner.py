@@ -88,23 +88,49 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
         ctx = StudyContext(plan=plan, tracker=tracker, study_dir=study_dir, total=stages.total,
                            quiet=quiet,
                            finished_before={r.run_id for r in tracker.finished().values()})
-        rows, failed, interrupted, resumed = [], 0, False, False
-        stage: Stage | None = ready.stage
-        attempt: Attempt | None = ready.attempt
-        while stage is not None:
-            ctx.begin(stage.plan, stages.total)
-            rows, failed, interrupted, restored = _run_stage(ctx, stage, ready, address, attempt)
-            attempt = None
-            resumed = resumed or restored
-            if failed or interrupted:
-                break
-            stage = stages.after(stage, tracker.runs(), list(ctx.configs.values()))
+        try:
+            rows, failed, interrupted, resumed = _run_stages(ctx, ready, address)
+        except BaseException as exc:
+            _abandon(ctx, stopped=isinstance(exc, KeyboardInterrupt))
+            raise
         ctx.save_record("interrupted" if interrupted else "failed" if failed else "finished")
         complete = not failed and not interrupted and len(rows) == ctx.total
         tracker.end_study("FINISHED" if complete else "KILLED" if interrupted else "FAILED")
     return StudyOutcome(rows=rows, total=ctx.total, failed=failed, interrupted=interrupted,
                         resumed=resumed, study_dir=study_dir, tracking_uri=tracking_uri,
                         parent_run_id=tracker.parent_id, seconds=time.monotonic() - start)
+
+
+def _run_stages(ctx: StudyContext, ready: Ready, address: str | None
+                ) -> tuple[list[TrialRecord], int, bool, bool]:
+    """Runs the study's stages, each after the last, until one fails or is interrupted;
+    ``(every trial's record, failed, interrupted, resumed)``."""
+    rows, failed, interrupted, resumed = [], 0, False, False
+    stage: Stage | None = ready.stage
+    attempt: Attempt | None = ready.attempt
+    while stage is not None:
+        ctx.begin(stage.plan, ready.stages.total)
+        rows, failed, interrupted, restored = _run_stage(ctx, stage, ready, address, attempt)
+        attempt = None
+        resumed = resumed or restored
+        if failed or interrupted:
+            break
+        stage = ready.stages.after(stage, ctx.tracker.runs(), list(ctx.configs.values()))
+    return rows, failed, interrupted, resumed
+
+
+def _abandon(ctx: StudyContext, stopped: bool) -> None:
+    """The study ends on an error of the driver's own, or a stop outside Tune: no trial it
+    leaves unfinished reads as running (:meth:`StudyContext.abandon`), in the tracking store or,
+    where it can still be written, ``trials.json``. The error itself is the caller's."""
+    from ablate.errors import AblateError
+
+    for step in (ctx.abandon, lambda: ctx.save_record("interrupted" if stopped else "failed"),
+                 lambda: ctx.tracker.end_study("KILLED" if stopped else "FAILED")):
+        try:
+            step()
+        except (AblateError, OSError):  # the same fault again: the first error is reported
+            pass
 
 
 def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | None,
