@@ -182,7 +182,7 @@ class StudyContext:
         for row_id, row in self.rows.items():
             if row.state in (PENDING, RUNNING):
                 self.rows[row_id] = row.updated(state=INTERRUPTED)
-        self.flush_epochs()
+        self.pending.clear()  # may outrun the checkpoints: the next run logs them from those
         for run_id in self.run_ids.values():
             if not self.is_adopted(run_id) and self.tracker.status(run_id) == "RUNNING":
                 self.tracker.stop(run_id, "KILLED")
