@@ -14,7 +14,10 @@ rest run (:mod:`ablate.engine.adopt`).
 
 A stop of the driver (Ctrl-C; the caller maps SIGTERM to the same) ends Tune's run after a last
 snapshot of its state: trials cut short are recorded as KILLED, never as finished, and the
-outcome says the study was interrupted.
+outcome says the study was interrupted. The study's lock is taken before the checks (and Ray)
+start, so a second driver is refused at once; a study that ends on an error of the driver's own
+(a full storage) or a stop outside Tune closes its unfinished runs KILLED before the error is
+reported.
 """
 
 from __future__ import annotations
