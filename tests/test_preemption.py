@@ -177,6 +177,25 @@ def test_a_stop_while_ray_starts(tmp_path: Path, signum: int, expected: int) -> 
 
 
 @pytest.mark.slow
+def test_a_stop_as_tune_starts_counts_only_what_is_done(tmp_path: Path) -> None:
+    """Trials Tune created but never ran are no phantom ``cfg-...`` rows, and not done."""
+    study = Smoke(tmp_path)
+    driver = study.start()
+    wait_for(lambda: (study.root / "tune").is_dir(), driver, 300, "Tune's experiment",
+             interval=0.01)
+    status, _ = study.stop(driver, signal.SIGTERM)
+    assert status == 143, driver.output()
+    assert_interrupted_line(driver.output())
+    finished = [r for r in study.runs().values() if r.info.status == "FINISHED"]
+    last = driver.output().strip().splitlines()[-1]
+    assert " with " not in last or f" with {len(finished)}/6 trials done" in last, last
+    planned = {t["key"] for t in json.loads((study.root / "study.json").read_text())["trials"]}
+    progress = json.loads((study.root / "trials.json").read_text())
+    assert {t["key"] for t in progress["trials"]} <= planned, progress
+    assert_nothing_passes_for_a_result(study)
+
+
+@pytest.mark.slow
 def test_a_second_driver_is_refused_before_ray_starts(tmp_path: Path) -> None:
     study = Smoke(tmp_path)
     first = study.start()

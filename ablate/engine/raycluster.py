@@ -78,8 +78,8 @@ def connect_ray(address: str | None) -> None:
 
     A Ray this process already started or joined (a notebook's, the test suite's) is used as
     it is, whatever ``address`` says. A local Ray's processes get a session of their own
-    (:func:`_own_session`). The caller's handlers of SIGINT and SIGTERM stay in force while
-    Ray starts.
+    (:func:`_own_session`). A stop while Ray starts is handed to the caller's handlers of
+    SIGINT and SIGTERM once it has started.
 
     Raises:
         AblateError: The cluster does not answer or refuses this driver.
@@ -103,20 +103,36 @@ def connect_ray(address: str | None) -> None:
 
 @contextmanager
 def _keep_stop_handlers() -> Iterator[None]:
-    """While Ray starts, its SIGTERM handlers (exit at once with status 15 or 1, whatever is
-    being written) are not installed: the caller's choice of how to stop stands."""
+    """Holds a stop (SIGINT, SIGTERM) that arrives while Ray starts, and hands it to the
+    caller's handler once Ray has started.
+
+    Ray's own SIGTERM handlers (exit at once with status 15 or 1, whatever is being written)
+    are not installed; an exception raised inside ``ray.init`` may be swallowed there, and one
+    raised in a process Ray has forked but not yet executed ends that process instead.
+    """
+    import threading
+
     from ray._private import utils
 
+    if threading.current_thread() is not threading.main_thread():  # no handlers to keep
+        yield
+        return
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    held: list[int] = []
     install = utils.set_sigterm_handler
     utils.set_sigterm_handler = lambda handler: None
+    for signum in handlers:
+        signal.signal(signum, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
         utils.set_sigterm_handler = install
         for signum, handler in handlers.items():
-            if handler is not None:
-                signal.signal(signum, handler)
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    if held and callable(handler := handlers[held[0]]):
+        handler(held[0], None)
+    elif held:
+        signal.raise_signal(held[0])
 
 
 @contextmanager
