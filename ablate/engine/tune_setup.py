@@ -145,4 +145,21 @@ def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path) -
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
         tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                            run_config=run_config)
-    return tuner.fit()
+    try:
+        return tuner.fit()
+    except Exception as exc:
+        own = _own_error(exc)
+        if own is exc:
+            raise
+        raise own from None
+
+
+def _own_error(error: BaseException) -> BaseException:
+    """The study's own error (a record it cannot write) that Tune wrapped in a ``TuneError``
+    when the callback raised it while Tune handled a trial's failure; else ``error``."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, AblateError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return error
