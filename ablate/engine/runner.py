@@ -157,4 +157,13 @@ def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | Non
         with active(ctx):
             grid = fit(ctx, stage, attempt, ready.dataset_path)
     rows, failed, interrupted = reconcile(ctx, grid, stage.keys)
+    if grid is not None and not failed and _unfinished(stage, rows):
+        interrupted = True  # Tune was stopped before it started every trial
     return rows, failed, interrupted, attempt.restore
+
+
+def _unfinished(stage: Stage, rows: list[TrialRecord]) -> bool:
+    """Whether trials of ``stage`` are neither finished nor failed."""
+    keys = stage.keys
+    expected = stage.plan.total if keys is None else len(keys)
+    return sum(r.state == DONE and (keys is None or r.key in keys) for r in rows) < expected
