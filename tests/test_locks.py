@@ -25,8 +25,18 @@ def test_a_held_lock_refuses_a_second_holder_that_does_not_wait(tmp_path: Path) 
 
 def test_a_lock_without_record_holder_leaves_the_file_empty(tmp_path: Path) -> None:
     with FileLock(tmp_path / ".lock"):
+        assert (tmp_path / ".lock").read_bytes() == b""
+
+
+def test_a_released_lock_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The lock file goes, and so do the directories made for it, unless something else is in
+    them; a holder waiting on the removed file locks the new one."""
+    with FileLock(tmp_path / "a" / "b" / ".lock"):
         pass
-    assert (tmp_path / ".lock").read_bytes() == b""
+    assert list(tmp_path.iterdir()) == []
+    with FileLock(tmp_path / "a" / "b" / ".lock"):
+        (tmp_path / "a" / "kept").write_text("")
+    assert [p.name for p in tmp_path.rglob("*")] == ["a", "kept"]
 
 
 def test_writability_is_probed_by_writing(tmp_path: Path) -> None:

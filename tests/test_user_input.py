@@ -168,7 +168,7 @@ def test_a_new_tracking_store_prints_no_mlflow_chatter(tmp_path: Path) -> None:
     db = tmp_path / "new.db"
     result = run_cli("run", str(spec), "--storage", str(tmp_path / "runs"), "--tracking-uri",
                      f"sqlite:///{db}", cwd=tmp_path)
-    assert db.is_file()  # the store was created, quietly
+    assert not db.exists()  # created quietly, and removed with the refused study
     assert result.returncode == 1
     assert result.stderr == (f"error: dataset: {tmp_path / 'nostore'} is not a feature store "
                              f"(no manifest.json); create one with `ablate data import` or "

@@ -131,37 +131,47 @@ def run(spec_file: Path, dry_run: bool, storage: str, tracking_uri: str | None,
         address: str | None, name: str | None, quiet: bool) -> None:
     """Run, or resume, the study SPEC_FILE (e.g. search_spaces/como.yaml)."""
     from ablate.cli.stop import graceful_stop
+
+    # A stop is handled alike from the first moment on: while the spec is read, Ray starts,
+    # or Tune runs (see ablate.cli.stop).
+    plan: Plan | None = None
+    with graceful_stop() as stop:
+        try:
+            plan = load_plan(spec_file, name)
+            if dry_run:
+                print_trial_table(plan)
+                return
+            outcome = _run(plan, storage, tracking_uri, address, quiet)
+        except KeyboardInterrupt:  # stopped before or after Tune ran: nothing to count
+            outcome = None
+    study = plan.spec.name if plan is not None else name or spec_file.stem
+    if outcome is None or outcome.interrupted:
+        done = (f" with {outcome.done}/{outcome.total} trials done"
+                if outcome is not None else "")
+        click.echo(INTERRUPTED.format(name=study, done=done), err=True)
+        raise SystemExit(stop.exit_status)
+    assert plan is not None
+    _summary(plan.spec, outcome)
+    if outcome.failed:
+        raise SystemExit(1)
+    _publish_summaries(study, storage, outcome.tracking_uri)
+
+
+def _run(plan: Plan, storage: str, tracking_uri: str | None, address: str | None,
+         quiet: bool) -> StudyOutcome:
+    """Runs the study of ``plan`` with the environment ``ablate run`` gives Ray and Tune."""
     from ablate.tracking.uri import resolve_tracking_uri
 
-    plan = load_plan(spec_file, name)
-    spec = plan.spec
-    if dry_run:
-        print_trial_table(plan)
-        return
     for key, value in RUN_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
-    if spec.search is not None:  # OptunaSearch announces its in-memory study at INFO
+    if plan.spec.search is not None:  # OptunaSearch announces its in-memory study at INFO
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     use_cluster_token(address or os.environ.get("RAY_ADDRESS"))
     from ablate.engine.runner import run_study
 
-    uri = resolve_tracking_uri(tracking_uri)
-    with graceful_stop() as stop:
-        try:
-            outcome = run_study(plan, storage, uri, address, quiet=quiet)
-        except KeyboardInterrupt:  # stopped before or after Tune ran: nothing to count
-            outcome = None
-    if outcome is None or outcome.interrupted:
-        done = (f" with {outcome.done}/{outcome.total} trials done"
-                if outcome is not None else "")
-        click.echo(INTERRUPTED.format(name=spec.name, done=done), err=True)
-        raise SystemExit(stop.exit_status)
-    _summary(spec, outcome)
-    if outcome.failed:
-        raise SystemExit(1)
-    _publish_summaries(spec.name, storage, uri)
+    return run_study(plan, storage, resolve_tracking_uri(tracking_uri), address, quiet=quiet)
 
 
 def _publish_summaries(study: str, storage: str, uri: str) -> None:

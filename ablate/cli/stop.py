@@ -3,7 +3,11 @@
 SLURM, Kubernetes and ``kill`` send SIGTERM; a terminal sends SIGINT. Both end the study the
 same way: while Tune runs, its own SIGINT handler stops it after a last snapshot of its state
 (so the next run resumes exactly); before or after that, the work in hand is abandoned through
-``KeyboardInterrupt``. The exit status is the shell's for the signal: 130 or 143.
+``KeyboardInterrupt``. The exit status is the shell's for the signal: 130 or 143. ``ablate
+run`` installs this as its first step, and keeps it in force while Ray starts
+(:func:`ablate.engine.raycluster.connect_ray`), so a stop is handled alike from the start; a
+signal to the whole process group reaches the driver alone, since a local Ray's processes run
+in a session of their own.
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ class StudyCallback(Callback):
                                metrics=tracked_metrics(last))
 
     def on_trial_start(self, iteration, trials, trial: Trial, **info):
+        forget_deleted_checkpoints(trial)
         ctx = _ACTIVE
         if ctx is None:
             return
@@ -108,3 +109,25 @@ class StudyCallback(Callback):
                 ctx.update(member, state=FAILED)
                 ctx.close_run(ctx.run_id(member), "FAILED")
         ctx.progress(force=True)
+
+
+def forget_deleted_checkpoints(trial: Trial) -> None:
+    """Drops the checkpoints a restored trial lists that are gone from the storage.
+
+    Tune deletes a trial's oldest checkpoint (beyond ``num_to_keep``) when it registers a new
+    one, and snapshots its state only every few seconds: a driver killed in between leaves a
+    snapshot that lists a deleted checkpoint. Resumed from it, Tune deletes that checkpoint
+    again at the trial's next one, and its checkpoint manager fails on the missing path (a
+    ``FileNotFoundError`` traceback, and the new checkpoint left out of the next snapshot).
+    """
+    import pyarrow.fs
+
+    manager = trial.run_metadata.checkpoint_manager
+    kept = []
+    for result in manager._checkpoint_results:
+        checkpoint = result.checkpoint
+        if (checkpoint is None or result is manager.latest_checkpoint_result
+                or checkpoint.filesystem.get_file_info(checkpoint.path).type
+                != pyarrow.fs.FileType.NotFound):
+            kept.append(result)
+    manager._checkpoint_results = kept

@@ -17,7 +17,15 @@ import click
 
 from ablate.metrics import best_by, is_tracked
 from ablate.study.plan import Plan, PlannedTrial
-from ablate.study.record import DONE, FAILED, RUNNING, ProgressRecord, TrialRecord
+from ablate.study.record import (
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    PENDING,
+    RUNNING,
+    ProgressRecord,
+    TrialRecord,
+)
 from ablate.study.storage import StudyDir
 from ablate.tracking.store import RunStatus
 from ablate.tracking.study import StudyTracker
@@ -166,6 +174,18 @@ class StudyContext:
             self.study_dir.write_rungs(ray.get(self.rungs.to_json.remote()))
         rows = sorted(self.all_rows(), key=lambda r: (r.variant, r.seed, r.key))
         self.study_dir.write_progress(ProgressRecord(driver, time.time(), self.total, tuple(rows)))
+
+    def abandon(self) -> None:
+        """The driver stops on an error of its own (a full disk, a lost tracking store) or a
+        stop outside Tune: each trial not finished is recorded interrupted and its open run
+        closed ``KILLED``, so nothing reads as running, and the same command resumes them."""
+        for row_id, row in self.rows.items():
+            if row.state in (PENDING, RUNNING):
+                self.rows[row_id] = row.updated(state=INTERRUPTED)
+        self.pending.clear()  # may outrun the checkpoints: the next run logs them from those
+        for run_id in self.run_ids.values():
+            if not self.is_adopted(run_id) and self.tracker.status(run_id) == "RUNNING":
+                self.tracker.stop(run_id, "KILLED")
 
     def best(self) -> TrialRecord | None:
         spec = self.plan.spec

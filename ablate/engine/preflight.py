@@ -1,8 +1,9 @@
 """Everything ``ablate run`` checks before it writes anything, in the order that lets bad input
-fail first: the storage is writable, the study record accepts the plan, the tracking store
-answers and accepts the study, the dataset is there and is the one everything the study kept
-was trained on (:mod:`ablate.engine.samedata`), and what Tune will be given
-for the study's first stage to run can be decided (:mod:`ablate.engine.adopt`)."""
+fail first: the storage is writable, the study record accepts the plan, the dataset is there
+(checked before the tracking store is opened, so a refused study creates no store), the
+tracking store answers and accepts the study, the dataset is the one everything the study kept
+was trained on (:mod:`ablate.engine.samedata`), and what Tune will be given for the study's
+first stage to run can be decided (:mod:`ablate.engine.adopt`)."""
 
 from __future__ import annotations
 
@@ -75,22 +76,22 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     from ablate.tracking.study import check_study
 
     spec = plan.spec
-    study_dir = StudyDir.at(storage, spec.name)
-    study_dir.check_writable()
+    study_dir = StudyDir.at(storage, spec.name)  # checked writable, and locked, by the caller
     record = study_dir.read_record()
     if record is not None:
         plan = _resumable(plan, record, study_dir)
     # Ray and the tracking store take seconds each to start: a study that will probably train
     # (it did not finish last time) starts Ray while the store opens in a thread.
     progress = study_dir.read_progress()
+    # The dataset before the tracking store: a refused study leaves no new store behind.
+    dataset_path = ensure_store(spec.dataset)
+    data_id = load(dataset_path).fingerprint
     with ThreadPoolExecutor(1, thread_name_prefix="tracking-connect") as pool:
         opened = pool.submit(connect, tracking_uri)
         if progress is None or progress.driver != "finished":
             connect_ray(address)
         tracker = opened.result()
     check_study(tracker, spec.name, plan.hash, study_dir.root)
-    dataset_path = ensure_store(spec.dataset)
-    data_id = load(dataset_path).fingerprint
     runs = chosen_trial_runs(tracker, spec.name)
     check_same_data(spec.name, dataset_path, data_id, record, runs, study_dir)
     stages = Stages(plan, study_dir)

@@ -15,6 +15,9 @@ import enum
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from ablate.errors import AblateError
 
@@ -74,7 +77,9 @@ def connect_ray(address: str | None) -> None:
     """Starts a local Ray, or connects to the cluster at ``address`` (else ``RAY_ADDRESS``).
 
     A Ray this process already started or joined (a notebook's, the test suite's) is used as
-    it is, whatever ``address`` says.
+    it is, whatever ``address`` says. A local Ray's processes get a session of their own
+    (:func:`_own_session`). A stop while Ray starts is handed to the caller's handlers of
+    SIGINT and SIGTERM once it has started.
 
     Raises:
         AblateError: The cluster does not answer or refuses this driver.
@@ -85,17 +90,76 @@ def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     target = address or os.environ.get("RAY_ADDRESS") or "local"
-    # ray.init installs its own SIGTERM handler (exit at once, whatever is being written);
-    # the caller's choice of how to stop stands.
-    handler = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address=target, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", configure_logging=True)
+        with _own_session(target == "local"), _keep_stop_handlers():
+            ray.init(address=target, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR", configure_logging=True)
     except AuthenticationError:  # token mode, and no token here
         raise AblateError(RAY_TOKEN.format(address=target, which="none")) from None
     except ConnectionError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise AblateError(RAY_UNREACHABLE.format(address=target, problem=first[:200])) from None
+
+
+@contextmanager
+def _keep_stop_handlers() -> Iterator[None]:
+    """Holds a stop (SIGINT, SIGTERM) that arrives while Ray starts, and hands it to the
+    caller's handler once Ray has started.
+
+    Ray's own SIGTERM handlers (exit at once with status 15 or 1, whatever is being written)
+    are not installed; an exception raised inside ``ray.init`` may be swallowed there, and one
+    raised in a process Ray has forked but not yet executed ends that process instead.
+    """
+    import threading
+
+    from ray._private import utils
+
+    if threading.current_thread() is not threading.main_thread():  # no handlers to keep
+        yield
+        return
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    held: list[int] = []
+    install = utils.set_sigterm_handler
+    utils.set_sigterm_handler = lambda handler: None
+    for signum in handlers:
+        signal.signal(signum, lambda signum, frame: held.append(signum))
+    try:
+        yield
     finally:
-        if handler is not None:
-            signal.signal(signal.SIGTERM, handler)
+        utils.set_sigterm_handler = install
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+    if held and callable(handler := handlers[held[0]]):
+        handler(held[0], None)
+    elif held:
+        signal.raise_signal(held[0])
+
+
+@contextmanager
+def _own_session(local: bool) -> Iterator[None]:
+    """Starts the processes of a local Ray (GCS, raylet, and through the raylet the trial
+    workers) in a session of their own, as Ray itself does on Windows.
+
+    SLURM and container runtimes stop a job by signalling its whole process group: Ray's
+    processes in the driver's group would die at once, and the driver, left without its GCS,
+    could neither stop Tune nor record anything. In their own session they outlive the signal
+    while the driver stops the study; the kernel still ends them with the driver (Ray's
+    fate-sharing), so they are never left behind. Without that fate-sharing (not Linux) Ray's
+    reaper needs them in the driver's group, and they stay there.
+    """
+    from ray._private import services, utils
+
+    if not local or not utils.detect_fate_sharing_support():
+        yield
+        return
+    popen = services.ConsolePopen
+
+    class SessionPopen(popen):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "start_new_session": True})
+
+    services.ConsolePopen = SessionPopen
+    try:
+        yield
+    finally:
+        services.ConsolePopen = popen

@@ -32,7 +32,9 @@ def reconcile(ctx: StudyContext, grid: Any, planned: Sequence[str] | None
     for result in grid if grid is not None else []:
         metrics, config = result.metrics or {}, result.config or {}
         trial_id = metrics.get("trial_id")
-        if trial_id is None:  # never reported: the callback saw it, if it ever ran
+        # Never reported (Tune gives such a trial its id alone, no config: read as a plan's
+        # trial it would be a phantom): the callback saw it, if it ever ran.
+        if trial_id is None or not config:
             continue
         checkpoints[trial_id] = result.checkpoint
         for member in ctx.members(trial_id, config):

@@ -14,7 +14,10 @@ rest run (:mod:`ablate.engine.adopt`).
 
 A stop of the driver (Ctrl-C; the caller maps SIGTERM to the same) ends Tune's run after a last
 snapshot of its state: trials cut short are recorded as KILLED, never as finished, and the
-outcome says the study was interrupted.
+outcome says the study was interrupted. The study's lock is taken before the checks (and Ray)
+start, so a second driver is refused at once; a study that ends on an error of the driver's own
+(a full storage) or a stop outside Tune closes its unfinished runs KILLED before the error is
+reported.
 """
 
 from __future__ import annotations
@@ -66,9 +69,11 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     from ablate.tracking.view import view_state
 
     start = time.monotonic()
-    ready = preflight(plan, storage, tracking_uri, address, quiet)
-    plan, study_dir, spec, stages = ready.plan, ready.study_dir, plan.spec, ready.stages
-    with study_dir.lock():
+    study_dir = StudyDir.at(storage, plan.spec.name)
+    study_dir.check_writable()
+    with study_dir.lock():  # before Ray starts: a second driver is refused at once
+        ready = preflight(plan, storage, tracking_uri, address, quiet)
+        plan, spec, stages = ready.plan, plan.spec, ready.stages
         # The study is claimed in the tracking store before anything is written here.
         tracker = StudyTracker(ready.tracker, spec.name, plan.hash, ready.runs, study_dir.root,
                                ready.data_id)
@@ -87,23 +92,49 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
         ctx = StudyContext(plan=plan, tracker=tracker, study_dir=study_dir, total=stages.total,
                            quiet=quiet,
                            finished_before={r.run_id for r in tracker.finished().values()})
-        rows, failed, interrupted, resumed = [], 0, False, False
-        stage: Stage | None = ready.stage
-        attempt: Attempt | None = ready.attempt
-        while stage is not None:
-            ctx.begin(stage.plan, stages.total)
-            rows, failed, interrupted, restored = _run_stage(ctx, stage, ready, address, attempt)
-            attempt = None
-            resumed = resumed or restored
-            if failed or interrupted:
-                break
-            stage = stages.after(stage, tracker.runs(), list(ctx.configs.values()))
+        try:
+            rows, failed, interrupted, resumed = _run_stages(ctx, ready, address)
+        except BaseException as exc:
+            _abandon(ctx, stopped=isinstance(exc, KeyboardInterrupt))
+            raise
         ctx.save_record("interrupted" if interrupted else "failed" if failed else "finished")
         complete = not failed and not interrupted and len(rows) == ctx.total
         tracker.end_study("FINISHED" if complete else "KILLED" if interrupted else "FAILED")
     return StudyOutcome(rows=rows, total=ctx.total, failed=failed, interrupted=interrupted,
                         resumed=resumed, study_dir=study_dir, tracking_uri=tracking_uri,
                         parent_run_id=tracker.parent_id, seconds=time.monotonic() - start)
+
+
+def _run_stages(ctx: StudyContext, ready: Ready, address: str | None
+                ) -> tuple[list[TrialRecord], int, bool, bool]:
+    """Runs the study's stages, each after the last, until one fails or is interrupted;
+    ``(every trial's record, failed, interrupted, resumed)``."""
+    rows, failed, interrupted, resumed = [], 0, False, False
+    stage: Stage | None = ready.stage
+    attempt: Attempt | None = ready.attempt
+    while stage is not None:
+        ctx.begin(stage.plan, ready.stages.total)
+        rows, failed, interrupted, restored = _run_stage(ctx, stage, ready, address, attempt)
+        attempt = None
+        resumed = resumed or restored
+        if failed or interrupted:
+            break
+        stage = ready.stages.after(stage, ctx.tracker.runs(), list(ctx.configs.values()))
+    return rows, failed, interrupted, resumed
+
+
+def _abandon(ctx: StudyContext, stopped: bool) -> None:
+    """The study ends on an error of the driver's own, or a stop outside Tune: no trial it
+    leaves unfinished reads as running (:meth:`StudyContext.abandon`), in the tracking store or,
+    where it can still be written, ``trials.json``. The error itself is the caller's."""
+    from ablate.errors import AblateError
+
+    for step in (ctx.abandon, lambda: ctx.save_record("interrupted" if stopped else "failed"),
+                 lambda: ctx.tracker.end_study("KILLED" if stopped else "FAILED")):
+        try:
+            step()
+        except (AblateError, OSError):  # the same fault again: the first error is reported
+            pass
 
 
 def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | None,
@@ -127,4 +158,13 @@ def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | Non
         with active(ctx):
             grid = fit(ctx, stage, attempt, ready.dataset_path)
     rows, failed, interrupted = reconcile(ctx, grid, stage.keys)
+    if grid is not None and not failed and _unfinished(stage, rows):
+        interrupted = True  # Tune was stopped before it started every trial
     return rows, failed, interrupted, attempt.restore
+
+
+def _unfinished(stage: Stage, rows: list[TrialRecord]) -> bool:
+    """Whether trials of ``stage`` are neither finished nor failed."""
+    keys = stage.keys
+    expected = stage.plan.total if keys is None else len(keys)
+    return sum(r.state == DONE and (keys is None or r.key in keys) for r in rows) < expected

@@ -4,6 +4,9 @@ scheduler, the study's own rungs for fused members, and the Tuner that runs or r
 from __future__ import annotations
 
 import dataclasses
+import errno
+import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,8 +97,23 @@ def start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
     return ray.remote(num_cpus=0)(Rungs).remote(**dataclasses.asdict(rungs))
 
 
+class _FullDiskTrials(logging.Filter):
+    """A trial that fails because the storage is full is logged in one line, not with the
+    traceback of Ray's checkpoint copy: the study then ends with one line that says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, OSError) and os.strerror(errno.ENOSPC) in str(error):
+            record.exc_info = None
+            record.msg = f"{record.msg}: {os.strerror(errno.ENOSPC)}"
+        return True
+
+
 def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path) -> Any:
     """Starts or restores a stage's Tune experiment and runs it; returns Tune's ResultGrid."""
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _FullDiskTrials) for f in controller.filters):
+        controller.addFilter(_FullDiskTrials())
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
@@ -129,4 +147,21 @@ def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path) -
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2))
         tuner = tune.Tuner(trainable, param_space=space, tune_config=tune_config,
                            run_config=run_config)
-    return tuner.fit()
+    try:
+        return tuner.fit()
+    except Exception as exc:
+        own = _own_error(exc)
+        if own is exc:
+            raise
+        raise own from None
+
+
+def _own_error(error: BaseException) -> BaseException:
+    """The study's own error (a record it cannot write) that Tune wrapped in a ``TuneError``
+    when the callback raised it while Tune handled a trial's failure; else ``error``."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, AblateError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return error

@@ -34,6 +34,8 @@ PROGRESS_FILE = "trials.json"
 RUNGS_FILE = "rungs.json"
 STAGES_FILE = "stages.json"
 TUNE_DIR = "tune"
+UNWRITABLE = ("cannot write {path} ({problem}); free space there (or fix the storage) and run "
+              "the same command to resume")
 
 
 def _is_uri(path: str) -> bool:
@@ -152,9 +154,18 @@ class StudyDir:
         fs.create_dir(path, recursive=True)
         text = json.dumps(body, indent=2, sort_keys=True).encode()
         tmp = f"{path}/.{name}.tmp-{os.getpid()}"
-        with fs.open_output_stream(tmp) as f:
-            f.write(text)
-        fs.move(tmp, f"{path}/{name}")  # atomic rename on local filesystems
+        try:
+            with fs.open_output_stream(tmp) as f:
+                f.write(text)
+            fs.move(tmp, f"{path}/{name}")  # atomic rename on local filesystems
+        except OSError as exc:  # a full disk, a lost mount: the old record stands
+            try:
+                fs.delete_file(tmp)
+            except OSError:
+                pass
+            problem = os.strerror(exc.errno) if exc.errno else str(exc).splitlines()[0]
+            raise AblateError(UNWRITABLE.format(path=f"{self.root}/{name}",
+                                                problem=problem)) from None
 
     def lock(self) -> AbstractContextManager[object]:
         """An exclusive lock so two drivers never run one study at once (local storage)."""
