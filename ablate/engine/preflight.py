@@ -1,7 +1,7 @@
 """Everything ``ablate run`` checks before it writes anything, in the order that lets bad input
-fail first: the storage is writable, the study record accepts the plan, the dataset is there
-(checked before the tracking store is opened, so a refused study creates no store), the
-tracking store answers and accepts the study, the dataset is the one everything the study kept
+fail first: the storage is writable, the study record accepts the plan, a dataset path is a
+feature store (checked before the tracking store is opened, so a refused study creates no
+store), the tracking store answers and accepts the study, the dataset is the one everything the study kept
 was trained on (:mod:`ablate.engine.samedata`), and what Tune will be given for the study's
 first stage to run can be decided (:mod:`ablate.engine.adopt`)."""
 
@@ -67,8 +67,7 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     Raises:
         AblateError: The first problem found, naming it and what to do.
     """
-    from ablate.data import load
-    from ablate.data.source import ensure_store
+    from ablate.data.source import is_synthetic
     from ablate.engine.raycluster import connect_ray
     from ablate.engine.samedata import check_same_data
     from ablate.tracking.connect import connect
@@ -83,15 +82,17 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     # Ray and the tracking store take seconds each to start: a study that will probably train
     # (it did not finish last time) starts Ray while the store opens in a thread.
     progress = study_dir.read_progress()
-    # The dataset before the tracking store: a refused study leaves no new store behind.
-    dataset_path = ensure_store(spec.dataset)
-    data_id = load(dataset_path).fingerprint
+    # A dataset path that is no feature store is refused before the tracking store opens (a
+    # refused study creates no store); the embedded benchmark, generated on first use, only
+    # once the store accepted the study.
+    dataset = None if is_synthetic(spec.dataset) else _dataset(spec.dataset)
     with ThreadPoolExecutor(1, thread_name_prefix="tracking-connect") as pool:
         opened = pool.submit(connect, tracking_uri)
         if progress is None or progress.driver != "finished":
             connect_ray(address)
         tracker = opened.result()
     check_study(tracker, spec.name, plan.hash, study_dir.root)
+    dataset_path, data_id = dataset or _dataset(spec.dataset)
     runs = chosen_trial_runs(tracker, spec.name)
     check_same_data(spec.name, dataset_path, data_id, record, runs, study_dir)
     stages = Stages(plan, study_dir)
@@ -101,6 +102,15 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
         click.echo(attempt.note, err=True)
     return Ready(plan, study_dir, record, tracker, runs, dataset_path, data_id, stages, stage,
                  attempt)
+
+
+def _dataset(dataset: str) -> tuple[Path, str]:
+    """The feature store ``dataset`` names, and its fingerprint."""
+    from ablate.data import load
+    from ablate.data.source import ensure_store
+
+    path = ensure_store(dataset)
+    return path, load(path).fingerprint
 
 
 def stage_attempt(stage: Stage, runs: Mapping[str, TrialRun], tracker: Tracker,
