@@ -320,6 +320,19 @@ def results(trial_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def reported_epoch_with_epochs_to_go(study_root: Path, epochs: int) -> bool:
+    """Tune holds a reported epoch of a trial that has epochs to go (MLflow receives epochs in
+    batches, so it may lag; a stop flushes what the driver received)."""
+    for trial_dir in trial_dirs(study_root):
+        try:
+            rows = results(trial_dir)
+        except json.JSONDecodeError:  # a line half-written as we read
+            continue
+        if rows and rows[-1]["epoch"] < epochs:
+            return True
+    return False
+
+
 def latest_experiment_state(study_root: Path) -> list[dict[str, Any]]:
     """The trials of Tune's newest experiment snapshot: what a restore will start from.
 

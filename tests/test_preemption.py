@@ -25,9 +25,8 @@ from tests.studykit import (
     ABLATE,
     TRACKING_STORES,
     Driver,
-    results,
+    reported_epoch_with_epochs_to_go,
     study_env,
-    trial_dirs,
     trial_runs,
     wait_for,
 )
@@ -66,14 +65,7 @@ class Smoke:
 
     def mid_epoch(self) -> bool:
         """Tune holds a reported epoch of a trial with epochs to go."""
-        for trial_dir in trial_dirs(self.root):
-            try:
-                rows = results(trial_dir)
-            except json.JSONDecodeError:  # a line half-written as we read
-                continue
-            if rows and rows[-1]["epoch"] < EPOCHS:
-                return True
-        return False
+        return reported_epoch_with_epochs_to_go(self.root, EPOCHS)
 
     def runs(self) -> dict[str, object]:
         return {r.data.tags["ablate.trial_key"]: r
@@ -97,6 +89,18 @@ def assert_interrupted_line(output: str) -> None:
     assert all(line.startswith("synthesised ") for line in before), output
     assert last.startswith("interrupted: study 'smoke' stopped"), output
     assert last.endswith("; run the same command to resume"), output
+
+
+def stopped_mid_epoch(study: Smoke, signum: int, status: int) -> Driver:
+    """Starts the study, signals its process group once a trial is mid-way, and checks the
+    driver exits with ``status`` within 30 s, saying it was interrupted."""
+    driver = study.start()
+    wait_for(study.mid_epoch, driver, 300, "a trial's first reported epoch", interval=0.1)
+    got, seconds = study.stop(driver, signum)
+    assert got == status, driver.output()
+    assert seconds < 30, seconds
+    assert_interrupted_line(driver.output())
+    return driver
 
 
 def assert_same_results(study: Smoke, reference: SmokeStudy,
@@ -125,12 +129,7 @@ def test_sigterm_to_the_process_group_mid_study(tmp_path: Path, smoke_study: Smo
     """What SLURM's preemption sends: the driver stops the study and records it, although
     every process of its group (Ray's too, were they in it) got the signal."""
     study = Smoke(tmp_path)
-    driver = study.start()
-    wait_for(study.mid_epoch, driver, 300, "a trial's first reported epoch", interval=0.1)
-    status, seconds = study.stop(driver, signal.SIGTERM)
-    assert status == 143, driver.output()
-    assert seconds < 30, seconds
-    assert_interrupted_line(driver.output())
+    driver = stopped_mid_epoch(study, signal.SIGTERM, 143)
     assert " with " in driver.output().splitlines()[-1]  # Tune ran: it counts the trials
     assert any(r.info.status == "KILLED" for r in study.runs().values())
     assert_nothing_passes_for_a_result(study)
@@ -140,12 +139,7 @@ def test_sigterm_to_the_process_group_mid_study(tmp_path: Path, smoke_study: Smo
 @pytest.mark.slow
 def test_sigint_to_the_process_group_mid_study(tmp_path: Path) -> None:
     study = Smoke(tmp_path)
-    driver = study.start()
-    wait_for(study.mid_epoch, driver, 300, "a trial's first reported epoch", interval=0.1)
-    status, seconds = study.stop(driver, signal.SIGINT)
-    assert status == 130, driver.output()
-    assert seconds < 30, seconds
-    assert_interrupted_line(driver.output())
+    stopped_mid_epoch(study, signal.SIGINT, 130)
     assert_nothing_passes_for_a_result(study)
 
 

@@ -23,6 +23,7 @@ from tests.studykit import (
     TRACKING_STORES,
     Driver,
     assert_study_complete,
+    reported_epoch_with_epochs_to_go,
     results,
     start,
     study_env,
@@ -72,16 +73,7 @@ class Study:
         return {r.data.tags["ablate.trial_key"]: r for r in found}
 
     def reported_epoch(self) -> bool:
-        """Tune holds a reported epoch of a trial that has epochs to go. (MLflow receives
-        epochs in batches, so it may lag; the stop flushes what the driver received.)"""
-        for trial_dir in trial_dirs(self.root):
-            try:
-                rows = results(trial_dir)
-            except json.JSONDecodeError:  # a line half-written as we read
-                continue
-            if rows and rows[-1]["epoch"] < EPOCHS:
-                return True
-        return False
+        return reported_epoch_with_epochs_to_go(self.root, EPOCHS)
 
 
 def _stop(study: Study, signum: int) -> tuple[int, str, dict]:

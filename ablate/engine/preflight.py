@@ -1,9 +1,9 @@
 """Everything ``ablate run`` checks before it writes anything, in the order that lets bad input
 fail first: the storage is writable, the study record accepts the plan, a dataset path is a
 feature store (checked before the tracking store is opened, so a refused study creates no
-store), the tracking store answers and accepts the study, the dataset is the one everything the study kept
-was trained on (:mod:`ablate.engine.samedata`), and what Tune will be given for the study's
-first stage to run can be decided (:mod:`ablate.engine.adopt`)."""
+store), the tracking store answers and accepts the study, the dataset is the one everything the
+study kept was trained on (:mod:`ablate.engine.samedata`), and what Tune will be given for the
+study's first stage to run can be decided (:mod:`ablate.engine.adopt`)."""
 
 from __future__ import annotations
 

@@ -156,7 +156,7 @@ def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | Non
     if attempt.restore or attempt.keys != ():
         connect_ray(address)
         with active(ctx):
-            grid = fit(ctx, stage, attempt, ready.dataset_path)
+            grid = fit(ctx, stage, attempt, ready.dataset_path, ready.data_id)
     rows, failed, interrupted = reconcile(ctx, grid, stage.keys)
     if grid is not None and not failed and _unfinished(stage, rows):
         interrupted = True  # Tune was stopped before it started every trial

@@ -109,15 +109,16 @@ class _FullDiskTrials(logging.Filter):
         return True
 
 
-def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path) -> Any:
-    """Starts or restores a stage's Tune experiment and runs it; returns Tune's ResultGrid."""
+def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path,
+        data_sha256: str) -> Any:
+    """Starts or restores a stage's Tune experiment and runs it; returns Tune's ResultGrid.
+    ``data_sha256`` is the fingerprint of ``dataset_path`` the driver checked."""
     controller = logging.getLogger("ray.tune.execution.tune_controller")
     if not any(isinstance(f, _FullDiskTrials) for f in controller.filters):
         controller.addFilter(_FullDiskTrials())
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
-    from ablate.data.layout import fingerprint, read_manifest
     from ablate.data.source import worker_dataset
     from ablate.engine.callback import StudyCallback
     from ablate.engine.trainable import train_trial
@@ -130,7 +131,7 @@ def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path) -
         tune.with_parameters(train_trial, plan=stage.plan,
                              dataset=worker_dataset(spec.dataset, dataset_path),
                              tune_path=path, rungs=ctx.rungs,
-                             data_sha256=fingerprint(read_manifest(dataset_path))),
+                             data_sha256=data_sha256),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     if attempt.restore:  # Tune's own grid or searcher state carries on
         if not ctx.quiet:
