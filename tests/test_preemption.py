@@ -10,6 +10,7 @@ smoke study.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -50,10 +52,17 @@ class Smoke:
 
     def start(self) -> Driver:
         log = self.directory / f"driver-{time.monotonic_ns()}.log"
-        with open(log, "w") as out:
-            proc = subprocess.Popen([ABLATE, *self.args, "--quiet"], cwd=self.directory,
-                                    env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        # A shell's background job ignores SIGINT, and its children inherit that: pytest run
+        # so would start a driver deaf to Ctrl-C. A user's job takes it; so does this one (a
+        # handler of pytest's own is reset to the default in the child).
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with open(log, "w") as out:
+                proc = subprocess.Popen([ABLATE, *self.args, "--quiet"], cwd=self.directory,
+                                        env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         return Driver(proc, log)
 
     def stop(self, driver: Driver, signum: int) -> tuple[int, float]:
@@ -254,7 +263,8 @@ def test_a_full_disk_is_one_line_and_the_rerun_is_exact(tmp_path: Path, small_di
     assert "Traceback" not in result.stderr, result.stderr
     assert all("No space left on device" in line for line in lines), result.stderr
     assert not list(study.root.glob(".*.tmp-*"))
-    assert all(r.info.status in ("FINISHED", "KILLED") for r in study.runs().values())
+    statuses = {key: run.info.status for key, run in study.runs().items()}
+    assert set(statuses.values()) <= {"FINISHED", "KILLED"}, statuses
     subprocess.run(["mount", "-o", "remount,size=300m", str(small_disk)], check=True)
     rerun = run_cli(study.args, study.directory, study.env, timeout=600)
     if rerun.returncode == 1:
@@ -265,3 +275,28 @@ def test_a_full_disk_is_one_line_and_the_rerun_is_exact(tmp_path: Path, small_di
                                f"is unreadable"), line
         return
     assert_same_results(study, smoke_study, rerun)
+
+
+@pytest.mark.parametrize("cause, full", [
+    (OSError(errno.ENOSPC, "No space left on device"), True),
+    (OSError(errno.EACCES, "Permission denied"), False),
+    (ValueError("the trial's own bug"), False),
+])
+def test_a_trial_that_failed_on_a_full_disk_is_told_from_its_own_failure(
+        tmp_path: Path, cause: Exception, full: bool) -> None:
+    """Tune pickles a failed trial's error (Ray's wrapper around the trainable's exception)
+    beside its driver-side files; a full disk found there stops the study, never marks the
+    trial FAILED."""
+    import cloudpickle
+    from ray.exceptions import RayTaskError
+
+    from ablate.engine.callback import _full_disk
+
+    wrapped = RayTaskError("train_trial", "Traceback ...", cause)
+    (tmp_path / "error.pkl").write_bytes(cloudpickle.dumps(wrapped))
+    trial = SimpleNamespace(pickled_error_file=str(tmp_path / "error.pkl"))
+    found = _full_disk(trial)  # type: ignore[arg-type]
+    assert (found is not None) == full
+    if full:
+        assert found.errno == errno.ENOSPC and found.strerror == "No space left on device"
+    assert _full_disk(SimpleNamespace(pickled_error_file=None)) is None  # type: ignore[arg-type]

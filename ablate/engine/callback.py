@@ -6,6 +6,7 @@ writer), prints progress and keeps ``trials.json``.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -14,7 +15,9 @@ from ray.tune import Callback
 
 from ablate.engine.context import StudyContext, member_result, tracked_metrics
 from ablate.engine.finalize import finalize_member
+from ablate.errors import AblateError
 from ablate.study.record import DONE, FAILED, INTERRUPTED, PENDING, RUNNING, TrialState
+from ablate.study.storage import UNWRITABLE
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -101,6 +104,10 @@ class StudyCallback(Callback):
         ctx = _ACTIVE
         if ctx is None:
             return
+        full = _full_disk(trial)
+        if full is not None:  # the storage's fault, not the trial's: the study stops here,
+            raise AblateError(UNWRITABLE.format(  # and its runs are closed KILLED, to resume
+                path=full.filename or trial.storage.trial_fs_path, problem=full.strerror))
         for member in ctx.members(trial.trial_id, trial.config):
             if ctx.row(member).epoch >= member.trial.config.train.epochs:  # a fused member
                 ctx.update(member, state=DONE)                            # that finished
@@ -109,6 +116,29 @@ class StudyCallback(Callback):
                 ctx.update(member, state=FAILED)
                 ctx.close_run(ctx.run_id(member), "FAILED")
         ctx.progress(force=True)
+
+
+def _full_disk(trial: Trial) -> OSError | None:
+    """The error of a trial that failed because a disk was full (most often the study's
+    storage, where its checkpoint is copied), else None. Tune pickles the trial's error
+    beside its driver-side files, off the storage."""
+    import cloudpickle
+
+    path = trial.pickled_error_file
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as file:
+            error = cloudpickle.load(file)
+    except Exception:  # an error Tune could not pickle whole: the trial's own, as before
+        return None
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:  # Ray's wrapper holds it as ``cause``
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return error
+        seen.add(id(error))
+        error = getattr(error, "cause", None) or error.__cause__ or error.__context__
+    return None
 
 
 def forget_deleted_checkpoints(trial: Trial) -> None:
