@@ -162,10 +162,10 @@ SAMPLES = 8  # Optuna's TPE samples its first 10 at random: the same configs wha
 
 
 def _write_search(directory: Path) -> Path:
-    """``search_spaces/hpo.yaml``'s search (Optuna over the same space, ASHA, 2 trials at once),
-    shorter, without the confirmation."""
+    """``search_spaces/hpo.yaml`` (Optuna over the same space, ASHA, 2 trials at once), shorter:
+    fewer samples and epochs, and its best configuration confirmed on one fresh seed."""
     spec = yaml.safe_load((Path(__file__).parents[1] / "search_spaces" / "hpo.yaml").read_text())
-    del spec["confirm"]
+    spec["confirm"] = {"top_k": 1, "seeds": 1}
     spec["overrides"]["train.epochs"] = EPOCHS
     spec["search"]["num_samples"] = SAMPLES
     spec["scheduler"] = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
@@ -200,7 +200,10 @@ def test_search_killed_after_its_first_asha_decision_decides_as_an_uninterrupted
     assert whole.returncode == 0, whole.stdout + whole.stderr
     expected = _outcome(uri, root)
     rungs = json.loads((root / "rungs.json").read_text())
-    assert len(expected) == SAMPLES and rungs["stopped"], rungs  # ASHA did stop trials
+    assert len(expected) == SAMPLES + 1 and rungs["stopped"], rungs  # ASHA did stop trials
+    confirmed = [key for key in expected if key.endswith("/seed1")]
+    assert [expected[key][0] for key in confirmed] == [EPOCHS]  # trained to the end
+    assert len(rungs["order"]) == SAMPLES and not set(confirmed) & set(rungs["order"])
 
     args, env, root, uri = _search(tmp_path / "killed", cache)
     driver = start(args, tmp_path / "killed", env)
@@ -214,7 +217,8 @@ def test_search_killed_after_its_first_asha_decision_decides_as_an_uninterrupted
     resumed = run(args, tmp_path / "killed", env, timeout=900)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming study 'hpo'" in resumed.stderr
-    assert f"{SAMPLES}/{SAMPLES} trials done, 0 failed" in resumed.stdout + resumed.stderr
+    done = SAMPLES + 1
+    assert f"{done}/{done} trials done, 0 failed" in resumed.stdout + resumed.stderr
 
     outcome = _outcome(uri, root)
     assert sorted(outcome) == sorted(expected)  # the same sampled configurations
@@ -232,7 +236,7 @@ def _assert_recorded_once(uri: str, stops: dict[str, int]) -> None:
     each epoch it trained, and test scored at its own last epoch."""
     client = MlflowClient(uri)
     runs = trial_runs(uri, "hpo")
-    assert len(runs) == len({r.data.tags["ablate.trial_key"] for r in runs}) == SAMPLES
+    assert len(runs) == len({r.data.tags["ablate.trial_key"] for r in runs}) == SAMPLES + 1
     for run_ in runs:
         key, tags = run_.data.tags["ablate.trial_key"], run_.data.tags
         final = stops.get(key, EPOCHS)

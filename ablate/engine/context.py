@@ -73,6 +73,8 @@ class StudyContext:
         pending: Epochs reported but not yet sent to the tracking store, by run id.
         quiet: No progress lines.
         rungs: A study's scheduler: the Ray actor keeping its rungs (ablate.engine.asha).
+        scheduled: Whether the stage running now has a scheduler (a search's confirmation
+            trains every trial to the end).
         observed: What the rungs were last told of the Tune trials (:meth:`observe`).
     """
 
@@ -90,11 +92,13 @@ class StudyContext:
     last_record: float = 0.0
     quiet: bool = False
     rungs: Any = None
+    scheduled: bool = False
     observed: list[tuple[str, str]] = field(default_factory=list)
 
     def begin(self, plan: Plan, total: int) -> None:
         """Starts a stage: its plan looks up what its Tune trials train."""
         self.plan, self.total = plan, total
+        self.scheduled = plan.member_rungs() is not None
         self.configs.clear()
 
     def members(self, trial_id: str, config: dict[str, Any]) -> list[Member]:
@@ -169,8 +173,10 @@ class StudyContext:
     def observe(self, members: list[Member]) -> None:
         """Tells the rungs (a study with a scheduler) the planned trials of Tune's trials, in
         the order Tune created them, with their states, when these changed."""
+        if self.rungs is None or not self.scheduled:
+            return
         states = [(m.trial.key, self.row(m).state) for m in members]
-        if self.rungs is None or states == self.observed:
+        if states == self.observed:
             return
         import ray
 

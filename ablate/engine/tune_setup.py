@@ -122,12 +122,12 @@ def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path) -
 
     spec, study_dir = ctx.plan.spec, ctx.study_dir
     path = study_dir.path_of(stage.directory)
-    if ctx.rungs is None:  # one actor for every stage of the driver's run
-        ctx.rungs = start_rungs(ctx.plan, study_dir)
+    if ctx.scheduled and ctx.rungs is None:  # one actor for every stage of the driver's run
+        ctx.rungs = start_rungs(stage.plan, study_dir)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, plan=stage.plan,
                              dataset=worker_dataset(spec.dataset, dataset_path),
-                             tune_path=path, rungs=ctx.rungs,
+                             tune_path=path, rungs=ctx.rungs if ctx.scheduled else None,
                              data_sha256=fingerprint(read_manifest(dataset_path))),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     if attempt.restore:  # Tune's own grid or searcher state carries on
