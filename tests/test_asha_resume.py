@@ -159,13 +159,14 @@ def test_a_trial_not_yet_in_the_order_waits_and_old_snapshots_load(tmp_path: Pat
 
 EPOCHS = 6  # milestones 1, 2 and 4: every decision stops a trial that had epochs to go
 SAMPLES = 8  # Optuna's TPE samples its first 10 at random: the same configs whatever the timing
+CONFIRMED = 2  # seeds the best configuration is confirmed on
 
 
 def _write_search(directory: Path) -> Path:
     """``search_spaces/hpo.yaml`` (Optuna over the same space, ASHA, 2 trials at once), shorter:
-    fewer samples and epochs, and its best configuration confirmed on one fresh seed."""
+    fewer samples and epochs, and its best configuration confirmed on 2 fresh seeds."""
     spec = yaml.safe_load((Path(__file__).parents[1] / "search_spaces" / "hpo.yaml").read_text())
-    spec["confirm"] = {"top_k": 1, "seeds": 1}
+    spec["confirm"] = {"top_k": 1, "seeds": CONFIRMED}
     spec["overrides"]["train.epochs"] = EPOCHS
     spec["search"]["num_samples"] = SAMPLES
     spec["scheduler"] = {"type": "asha", "grace_period": 1, "reduction_factor": 2}
@@ -200,9 +201,9 @@ def test_search_killed_after_its_first_asha_decision_decides_as_an_uninterrupted
     assert whole.returncode == 0, whole.stdout + whole.stderr
     expected = _outcome(uri, root)
     rungs = json.loads((root / "rungs.json").read_text())
-    assert len(expected) == SAMPLES + 1 and rungs["stopped"], rungs  # ASHA did stop trials
-    confirmed = [key for key in expected if key.endswith("/seed1")]
-    assert [expected[key][0] for key in confirmed] == [EPOCHS]  # trained to the end
+    assert len(expected) == SAMPLES + CONFIRMED and rungs["stopped"], rungs  # ASHA did stop
+    confirmed = [key for key in expected if not key.endswith("/seed0")]
+    assert [expected[key][0] for key in confirmed] == [EPOCHS] * CONFIRMED  # to the end
     assert len(rungs["order"]) == SAMPLES and not set(confirmed) & set(rungs["order"])
 
     args, env, root, uri = _search(tmp_path / "killed", cache)
@@ -217,7 +218,7 @@ def test_search_killed_after_its_first_asha_decision_decides_as_an_uninterrupted
     resumed = run(args, tmp_path / "killed", env, timeout=900)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming study 'hpo'" in resumed.stderr
-    done = SAMPLES + 1
+    done = SAMPLES + CONFIRMED
     assert f"{done}/{done} trials done, 0 failed" in resumed.stdout + resumed.stderr
 
     outcome = _outcome(uri, root)
@@ -236,7 +237,7 @@ def _assert_recorded_once(uri: str, stops: dict[str, int]) -> None:
     each epoch it trained, and test scored at its own last epoch."""
     client = MlflowClient(uri)
     runs = trial_runs(uri, "hpo")
-    assert len(runs) == len({r.data.tags["ablate.trial_key"] for r in runs}) == SAMPLES + 1
+    assert len(runs) == len({r.data.tags["ablate.trial_key"] for r in runs}) == SAMPLES + CONFIRMED
     for run_ in runs:
         key, tags = run_.data.tags["ablate.trial_key"], run_.data.tags
         final = stops.get(key, EPOCHS)
