@@ -63,7 +63,7 @@ def test_a_stopped_trial_stays_stopped_across_a_snapshot() -> None:
     restored = Rungs.from_json(json.loads(json.dumps(rungs.to_json())))
     assert restored == rungs
     assert restored.stopped == {"b": 2}
-    assert restored.stopped_among(["a", "b", "c"]) == ["b"]
+    assert restored.stopped_at({"a": 2, "b": 2, "c": 2}) == ["b"]
     assert not restored.decide("b", 3, 1.0)  # a better value later changes nothing
     assert restored.decide("c", 2, 0.95)
     assert restored.decide_all({"a": (4, 0.2), "c": (4, 0.99)}) == []  # first at 4: no cutoff

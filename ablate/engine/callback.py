@@ -56,6 +56,7 @@ class StudyCallback(Callback):
         ctx = _ACTIVE
         if ctx is None:
             return
+        seen = []
         for trial in trials:  # Tune's own view: trials restored as finished fire no event
             for member in ctx.members(trial.trial_id, trial.config):
                 row = ctx.update(member, state=TUNE_STATES.get(trial.status, PENDING))
@@ -63,6 +64,8 @@ class StudyCallback(Callback):
                 if row.state == DONE and not row.metrics and last:
                     ctx.update(member, epoch=int(last.get("epoch", 0)),
                                metrics=tracked_metrics(last))
+                seen.append(member)
+        ctx.observe(seen)  # in the order Tune created its trials: the rungs' order
 
     def on_trial_start(self, iteration, trials, trial: Trial, **info):
         forget_deleted_checkpoints(trial)

@@ -72,7 +72,10 @@ class StudyContext:
         run_ids: Each row's tracked run.
         pending: Epochs reported but not yet sent to the tracking store, by run id.
         quiet: No progress lines.
-        rungs: A fused study's scheduler: the Ray actor of its Rungs (ablate.study.rungs).
+        rungs: A study's scheduler: the Ray actor keeping its rungs (ablate.engine.asha).
+        scheduled: Whether the stage running now has a scheduler (a search's confirmation
+            trains every trial to the end).
+        observed: What the rungs were last told of the Tune trials (:meth:`observe`).
     """
 
     plan: Plan
@@ -89,10 +92,13 @@ class StudyContext:
     last_record: float = 0.0
     quiet: bool = False
     rungs: Any = None
+    scheduled: bool = False
+    observed: list[tuple[str, str]] = field(default_factory=list)
 
     def begin(self, plan: Plan, total: int) -> None:
         """Starts a stage: its plan looks up what its Tune trials train."""
         self.plan, self.total = plan, total
+        self.scheduled = plan.member_rungs() is not None
         self.configs.clear()
 
     def members(self, trial_id: str, config: dict[str, Any]) -> list[Member]:
@@ -164,14 +170,23 @@ class StudyContext:
                      f"({best.key}, epoch {best.epoch})")
         click.echo(line, err=True)
 
-    def save_record(self, driver: str) -> None:
-        """Writes ``trials.json``, the driver's state and one entry per known trial, and a fused
-        study's ``rungs.json``."""
-        self.last_record = time.monotonic()
-        if self.rungs is not None:
-            import ray
+    def observe(self, members: list[Member]) -> None:
+        """Tells the rungs (a study with a scheduler) the planned trials of Tune's trials, in
+        the order Tune created them, with their states, when these changed."""
+        if self.rungs is None or not self.scheduled:
+            return
+        states = [(m.trial.key, self.row(m).state) for m in members]
+        if states == self.observed:
+            return
+        import ray
 
-            self.study_dir.write_rungs(ray.get(self.rungs.to_json.remote()))
+        ray.get(self.rungs.observe.remote(states))
+        self.observed = states
+
+    def save_record(self, driver: str) -> None:
+        """Writes ``trials.json``: the driver's state and one entry per known trial (the rungs
+        write their own snapshot, :mod:`ablate.engine.asha`)."""
+        self.last_record = time.monotonic()
         rows = sorted(self.all_rows(), key=lambda r: (r.variant, r.seed, r.key))
         self.study_dir.write_progress(ProgressRecord(driver, time.time(), self.total, tuple(rows)))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,25 +146,42 @@ class TuneReport:
 
 
 class RungsDecision:
-    """The driver's ``decide`` for a fused study with a scheduler: asks the study's rungs (a Ray
-    actor of :class:`~ablate.study.rungs.Rungs`) about every member after each epoch."""
+    """The driver's ``decide`` for a study with a scheduler: asks the study's rungs (the Ray
+    actor of :class:`~ablate.engine.asha.RungsKeeper`) about every member after each epoch,
+    and waits while the rungs wait for earlier trials (:mod:`ablate.study.rungs`)."""
 
-    def __init__(self, rungs: Any, keys: Sequence[str], metric: str) -> None:
+    POLL_SECONDS = 0.2
+
+    def __init__(self, rungs: Any, unit: Unit, keys: Sequence[str], metric: str) -> None:
         self.rungs = rungs
+        self.unit = unit
         self.keys = list(keys)
         self.metric = metric
 
     def stopped(self) -> set[int]:
-        """The members stopped at a rung before this attempt (the driver was interrupted)."""
+        """The members stopped at a rung at or before the epoch they resumed at (the driver
+        was interrupted after the decision); one resumed behind it trains up to it."""
         from ray import get
 
-        return {self.keys.index(k) for k in get(self.rungs.stopped_among.remote(self.keys))}
+        epochs = {key: self.unit.members[i].epoch for i, key in enumerate(self.keys)}
+        return {self.keys.index(k) for k in get(self.rungs.stopped_at.remote(epochs))}
 
     def __call__(self, results: Results) -> set[int]:
         from ray import get
 
-        asked = {self.keys[i]: (r.epoch, r.metrics.get(self.metric)) for i, r in results.items()}
-        return {self.keys.index(k) for k in get(self.rungs.decide_all.remote(asked))}
+        asked = {}
+        for i, result in results.items():
+            config = self.unit.members[i].config
+            asked[self.keys[i]] = (result.epoch, result.metrics.get(self.metric),
+                                   result.epoch >= config.train.epochs)
+        stopped: list[str] = []
+        while asked:
+            done, waiting = get(self.rungs.ask.remote(asked))
+            stopped.extend(done)
+            asked = {key: asked[key] for key in waiting}
+            if asked:
+                time.sleep(self.POLL_SECONDS)
+        return {self.keys.index(k) for k in stopped}
 
 
 def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str,
@@ -173,10 +191,10 @@ def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str
 
     ``dataset`` is the spec's dataset: a store path, or the synthetic default, which each node
     generates into its own cache on first use. ``tune_path`` is the study's Tune directory.
-    ``rungs`` (a fused study with a scheduler) is the Ray actor of the study's
-    :class:`~ablate.study.rungs.Rungs`: a member it stops trains no further (masked in the fused
-    model) while the rest go on. ``data_sha256`` is the fingerprint of the store the driver
-    checked: a node whose store differs, or a checkpoint of other data, is refused.
+    ``rungs`` (a study with a scheduler) is the Ray actor of the study's rungs
+    (:mod:`ablate.engine.asha`): a member it stops trains no further (a fused one is masked in
+    the fused model while the rest go on). ``data_sha256`` is the fingerprint of the store the
+    driver checked: a node whose store differs, or a checkpoint of other data, is refused.
     """
     sweep_stale_scratch()
     members = plan.members(config)
@@ -204,7 +222,7 @@ def train_trial(config: dict[str, Any], plan: Plan, dataset: str, tune_path: str
     if ahead:
         report({i: EpochResult(t.epoch, {k: v for k, v in t.history[-1].items()
                                          if k != "epoch"}, 0.0) for i, t in ahead.items()})
-    decide = None if rungs is None else RungsDecision(rungs, [m.key for m in members],
+    decide = None if rungs is None else RungsDecision(rungs, unit, [m.key for m in members],
                                                       plan.spec.metric)
     stopped = decide.stopped() if decide is not None else set()
     for i in stopped:  # stopped at a rung before the driver was interrupted

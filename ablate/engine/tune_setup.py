@@ -1,9 +1,9 @@
-"""What Ray Tune is given: the grid of an ablation or the searcher of a search, the plan's
-scheduler, the study's own rungs for fused members, and the Tuner that runs or restores it."""
+"""What Ray Tune is given: the grid of an ablation or the searcher of a search, the study's own
+rungs when it has a scheduler (Tune itself runs trials first in, first out), and the Tuner that
+runs or restores it."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import os
@@ -31,16 +31,11 @@ def tune_setup(plan: Plan, keys: tuple[str, ...] | None) -> tuple[dict[str, Any]
     from ray import tune
 
     spec = plan.spec
-    # Tune's scheduler decides per Tune trial: fused trials have the study's own rungs instead.
-    scheduler = None if plan.member_rungs() is not None else plan.schedule.tune_scheduler()
     if keys is not None:
         unit, values = plan.units(keys)
         space = {unit: tune.grid_search(values)}
-        # Tune checks every result for its metric; a grid selects nothing, so it names one
-        # only for a scheduler (whose rungs then need the metric at every epoch).
-        ranked = {"metric": spec.metric, "mode": spec.mode} if scheduler is not None else {}
-        config = tune.TuneConfig(**ranked, num_samples=1,
-                                 scheduler=scheduler, reuse_actors=True,
+        # No metric: Tune would check every result for it, and a grid selects nothing.
+        config = tune.TuneConfig(num_samples=1, reuse_actors=True,
                                  max_concurrent_trials=spec.max_concurrent)
         return space, config
     assert spec.search is not None
@@ -61,15 +56,14 @@ def tune_setup(plan: Plan, keys: tuple[str, ...] | None) -> tuple[dict[str, Any]
     if len(spec.seeds) > 1:
         searcher = Repeater(searcher, repeat=len(spec.seeds))
     config = tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher,
-                             scheduler=scheduler,
                              num_samples=spec.search.num_samples * len(spec.seeds),
                              reuse_actors=True, max_concurrent_trials=spec.max_concurrent)
     return space, config
 
 
 def start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
-    """A fused study with a scheduler: the Ray actor holding its rungs, seeded from the snapshot
-    of an earlier run of the study; otherwise None.
+    """A study with a scheduler: the Ray actor keeping its rungs (:mod:`ablate.engine.asha`),
+    seeded from the snapshot of an earlier run of the study, on this node; otherwise None.
 
     Raises:
         AblateError: ``rungs.json`` is damaged, or holds another schedule than the spec's.
@@ -78,7 +72,9 @@ def start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
     if fresh is None:
         return None
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    from ablate.engine.asha import RungsKeeper
     from ablate.study.rungs import Rungs
 
     snapshot = study_dir.read_rungs()
@@ -93,8 +89,10 @@ def start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
                                  f"{fresh.reduction_factor:g}, {fresh.sign:g}")
         except ValueError as exc:
             raise AblateError(DAMAGED_RUNGS.format(root=study_dir.root, problem=exc)) from None
-    # No CPU: it must never wait for a slot the trials hold. It lives as long as the driver.
-    return ray.remote(num_cpus=0)(Rungs).remote(**dataclasses.asdict(rungs))
+    # No CPU: it must never wait for a slot the trials hold. It lives as long as the driver,
+    # on the driver's node, and writes the snapshot where the driver reads it.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0, scheduling_strategy=here)(RungsKeeper).remote(rungs, study_dir)
 
 
 class _FullDiskTrials(logging.Filter):
@@ -125,12 +123,12 @@ def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path,
 
     spec, study_dir = ctx.plan.spec, ctx.study_dir
     path = study_dir.path_of(stage.directory)
-    if ctx.rungs is None:  # one actor for every stage of the driver's run
-        ctx.rungs = start_rungs(ctx.plan, study_dir)
+    if ctx.scheduled and ctx.rungs is None:  # one actor for every stage of the driver's run
+        ctx.rungs = start_rungs(stage.plan, study_dir)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, plan=stage.plan,
                              dataset=worker_dataset(spec.dataset, dataset_path),
-                             tune_path=path, rungs=ctx.rungs,
+                             tune_path=path, rungs=ctx.rungs if ctx.scheduled else None,
                              data_sha256=data_sha256),
         {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     if attempt.restore:  # Tune's own grid or searcher state carries on

@@ -104,10 +104,9 @@ class Plan:
         return self.spec.fuse != "none"
 
     def member_rungs(self) -> Rungs | None:
-        """The rungs the study keeps itself (:mod:`ablate.study.rungs`) before any result: a
-        fused study with a scheduler, whose Tune trials each train several planned trials, so
-        Tune's scheduler cannot decide per planned trial. None otherwise."""
-        return self.schedule.rungs() if self.fused else None
+        """The rungs the study keeps itself (:mod:`ablate.study.rungs`) before any result, for
+        every planned trial, a fused trial's members too; None without a scheduler."""
+        return self.schedule.rungs()
 
     @property
     def groups(self) -> dict[str, tuple[PlannedTrial, ...]]:

@@ -1,17 +1,22 @@
-"""ASHA's rungs for the members of fused trials, so each member is stopped on its own.
+"""ASHA's rungs, kept by the study itself for every trial, fused or not, so that its decisions
+are the same however often the study is interrupted.
 
-Tune's ASHA scheduler decides per Tune trial, and a fused trial trains several planned trials
-at once. A fused study therefore keeps the rungs itself: one :class:`Rungs` in a Ray actor that
-each fused trial asks after every epoch, for all its members at once; a member it stops is
-masked (:meth:`~ablate.train.fused.FusedTrainer.stop`) and trains no further, while the others
-go on. The arithmetic is Tune's asynchronous successive halving with one bracket, decision for
-decision (``tests/test_rungs.py`` replays random result streams through both).
+One :class:`Rungs` lives in a Ray actor (:mod:`ablate.engine.asha`) that each Tune trial asks
+after every epoch, for all the planned trials it trains at once; a trial it stops trains no
+further (a member of a fused trial is masked, :meth:`~ablate.train.fused.FusedTrainer.stop`,
+while the others go on). The arithmetic is Tune's asynchronous successive halving with one
+bracket, decision for decision (``tests/test_rungs.py`` replays random result streams through
+both).
 
-The driver snapshots the rungs into the study directory (``rungs.json``) whenever it writes
-``trials.json`` and when it stops, and a restarted driver seeds its actor from that snapshot, so
-a resumed study keeps the decisions already made. After a crash (not a Ctrl-C or SIGTERM, which
-write the snapshot) a decision made since the last snapshot, at most seconds before, is made
-again from the rungs as they were then.
+Tune's ASHA compares a trial at a milestone with the trials that happened to reach it before, so
+its decisions follow the timing of the trials, which a restart changes. These rungs compare a
+trial with the trials *before it in* :attr:`Rungs.order` (the order Tune created them: the plan's
+order, or a search's sampling order) instead: a trial's result at a milestone is decided only
+once every earlier trial has a value there, was stopped before it, or ended
+(:meth:`Rungs.waits_for`). Decisions then depend on the trials' results alone, never on their
+timing, and a study killed and resumed decides as an uninterrupted one. The actor writes the
+rungs to the study directory (``rungs.json``) whenever a decision changes them, before the trial
+acts on it, and a restarted driver seeds its actor from that snapshot.
 """
 
 from __future__ import annotations
@@ -29,14 +34,15 @@ class Rungs:
     """Asynchronous successive halving over planned trials, keyed by trial key.
 
     Attributes:
-        milestones: Epochs at which a trial is compared with those that reached it before,
-            highest first: ``grace_period * reduction_factor**k`` below ``max_t``.
+        milestones: Epochs at which a trial is compared with those before it, highest first:
+            ``grace_period * reduction_factor**k`` below ``max_t``.
         reduction_factor: A trial goes on past a milestone if it is in the best
             ``1/reduction_factor`` of the values recorded there.
         sign: +1 to maximise the metric, -1 to minimise it.
         recorded: Per milestone, each trial's signed metric there.
         stopped: The epoch at which each stopped trial was stopped (at the top milestone, when
             that is the last epoch, as Tune's ASHA does: such a trial trained every epoch).
+        order: The trials in the order they are compared (:meth:`register`).
     """
 
     milestones: tuple[int, ...]
@@ -44,6 +50,7 @@ class Rungs:
     sign: float
     recorded: dict[int, dict[str, float]] = field(default_factory=dict)
     stopped: dict[str, int] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
 
     @classmethod
     def asha(cls, grace_period: int, max_t: int, reduction_factor: float, mode: Mode) -> Rungs:
@@ -53,22 +60,47 @@ class Rungs:
         return cls(milestones, reduction_factor, 1.0 if mode == "max" else -1.0,
                    {m: {} for m in milestones})
 
-    def decide(self, key: str, epoch: int, value: float | None) -> bool:
-        """Records a trial's metric at ``epoch``; False if the trial is (now) stopped."""
-        if key in self.stopped:
-            return False
+    def register(self, keys: list[str]) -> bool:
+        """Appends the trials of ``keys`` not yet in :attr:`order`; whether any was new."""
+        new = [key for key in dict.fromkeys(keys) if key not in self.order]
+        self.order.extend(new)
+        return bool(new)
+
+    def milestone_of(self, key: str, epoch: int) -> int | None:
+        """The milestone a result of ``key`` at ``epoch`` is recorded at: the highest reached
+        that has no value of the trial yet (None: nothing to record)."""
         for milestone in self.milestones:  # highest first: only the newest milestone reached
-            recorded = self.recorded[milestone]
-            if epoch < milestone or key in recorded:
-                continue
-            if value is None:
-                break
-            signed = self.sign * float(value)
-            if recorded and signed < np.nanpercentile(list(recorded.values()),
-                                                      (1 - 1 / self.reduction_factor) * 100):
-                self.stopped[key] = epoch
-            recorded[key] = signed
-            break
+            if epoch >= milestone and key not in self.recorded[milestone]:
+                return milestone
+        return None
+
+    def waits_for(self, key: str, epoch: int, ended: frozenset[str] = frozenset()) -> list[str]:
+        """The trials before ``key`` in :attr:`order` that its result at ``epoch`` must wait
+        for: none has a value at its milestone yet, nor was stopped, nor is in ``ended``
+        (finished or failed for good). ``key`` itself when it is not in the order yet."""
+        milestone = self.milestone_of(key, epoch)
+        if milestone is None or key in self.stopped:
+            return []
+        if key not in self.order:
+            return [key]
+        recorded = self.recorded[milestone]
+        return [prior for prior in self.order[:self.order.index(key)]
+                if prior not in recorded and prior not in self.stopped and prior not in ended]
+
+    def decide(self, key: str, epoch: int, value: float | None) -> bool:
+        """Records a trial's metric at ``epoch``; False if the trial is (now) stopped. A trial
+        stopped at a later epoch than ``epoch`` (a resumed one, behind the decision) goes on."""
+        if key in self.stopped:
+            return epoch < self.stopped[key]
+        milestone = self.milestone_of(key, epoch)
+        if milestone is None or value is None:
+            return True
+        recorded = self.recorded[milestone]
+        signed = self.sign * float(value)
+        if recorded and signed < np.nanpercentile(list(recorded.values()),
+                                                  (1 - 1 / self.reduction_factor) * 100):
+            self.stopped[key] = epoch
+        recorded[key] = signed
         return key not in self.stopped
 
     def decide_all(self, results: dict[str, tuple[int, float | None]]) -> list[str]:
@@ -76,12 +108,15 @@ class Rungs:
         return [key for key, (epoch, value) in results.items()
                 if not self.decide(key, epoch, value)]
 
-    def stopped_among(self, keys: list[str]) -> list[str]:
-        return [key for key in keys if key in self.stopped]
+    def stopped_at(self, epochs: dict[str, int]) -> list[str]:
+        """The trials of ``epochs`` (key -> the epoch it trained to) stopped at that epoch or
+        before: those to train no further."""
+        return [key for key, epoch in epochs.items()
+                if key in self.stopped and epoch >= self.stopped[key]]
 
     def to_json(self) -> dict[str, Any]:
         return {"milestones": list(self.milestones), "reduction_factor": self.reduction_factor,
-                "sign": self.sign, "stopped": dict(self.stopped),
+                "sign": self.sign, "stopped": dict(self.stopped), "order": list(self.order),
                 "recorded": {str(m): dict(r) for m, r in self.recorded.items()}}
 
     @classmethod
@@ -99,12 +134,15 @@ class Rungs:
             raise ValueError("'recorded' must map each milestone to {trial: value}")
         if not isinstance(stopped, dict):
             raise ValueError("'stopped' must map each stopped trial to its epoch")
+        order = body.get("order", [])  # absent in snapshots of fused studies' rungs before it
+        if not isinstance(order, list) or not all(isinstance(k, str) for k in order):
+            raise ValueError("'order' must list the trial keys")
         try:
             rungs = cls(tuple(_whole(m) for m in body["milestones"]),
                         float(body["reduction_factor"]), float(body["sign"]),
                         {_whole(m): {str(k): float(v) for k, v in r.items()}
                          for m, r in recorded.items()},
-                        {str(k): _whole(v) for k, v in stopped.items()})
+                        {str(k): _whole(v) for k, v in stopped.items()}, list(order))
         except KeyError as exc:
             raise ValueError(f"no {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:

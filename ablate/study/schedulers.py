@@ -1,20 +1,20 @@
 """Early-stopping schedulers: a spec's ``scheduler`` block becomes a :class:`Schedule`, built
 once by the plan (:func:`build_schedule`).
 
-A schedule answers the three questions the rest of the harness asks of a scheduler: at which
+A schedule answers the two questions the rest of the harness asks of a scheduler: at which
 epochs it may stop a trial (test is scored there too, so a trial stopped early reports the test
-scores of its own final epoch), which rungs the study keeps itself for the members of fused
-trials (:mod:`ablate.study.rungs`: Tune's scheduler decides per Tune trial, and a fused trial
-trains several planned trials), and which scheduler Tune runs for unfused trials. A new
-scheduler is a class here with an entry in :data:`SCHEDULES` (and its name in
-:data:`SchedulerType`).
+scores of its own final epoch), and which rungs the study keeps to decide that
+(:mod:`ablate.study.rungs`: for every planned trial, fused or not, in an order that makes the
+decisions independent of timing, so a resumed study decides as an uninterrupted one; Tune runs
+no scheduler of its own). A new scheduler is a class here with an entry in :data:`SCHEDULES`
+(and its name in :data:`SchedulerType`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from typing import Literal, Protocol, get_args
 
 from ablate.metrics import Mode
 from ablate.study.rungs import Rungs
@@ -40,11 +40,8 @@ class Schedule(Protocol):
         """Epochs after which a trial may be stopped."""
 
     def rungs(self) -> Rungs | None:
-        """The rungs the study keeps for fused members before any result; None when nothing
-        is stopped early."""
-
-    def tune_scheduler(self) -> Any:
-        """Tune's scheduler for unfused trials (ranked by the study's metric), or None."""
+        """The rungs the study keeps for its trials before any result; None when nothing is
+        stopped early."""
 
 
 @dataclass(frozen=True)
@@ -58,15 +55,12 @@ class Unscheduled:
     def rungs(self) -> Rungs | None:
         return None
 
-    def tune_scheduler(self) -> Any:
-        return None
-
 
 @dataclass(frozen=True)
 class Asha:
-    """Asynchronous successive halving (Li et al. 2020) with one bracket, as Tune's
-    ``ASHAScheduler`` runs it: at each milestone a trial goes on only if it is in the best
-    ``1 / reduction_factor`` of the trials that reached it before."""
+    """Asynchronous successive halving (Li et al. 2020) with one bracket, Tune's
+    ``ASHAScheduler``'s arithmetic: at each milestone a trial goes on only if it is in the best
+    ``1 / reduction_factor`` of the trials before it (in the study's order) there."""
 
     grace_period: int
     max_t: int
@@ -83,12 +77,6 @@ class Asha:
 
     def rungs(self) -> Rungs:
         return Rungs.asha(self.grace_period, self.max_t, self.reduction_factor, self.mode)
-
-    def tune_scheduler(self) -> Any:
-        from ray.tune.schedulers import ASHAScheduler
-
-        return ASHAScheduler(time_attr="epoch", max_t=self.max_t, grace_period=self.grace_period,
-                             reduction_factor=self.reduction_factor)
 
 
 SCHEDULES: dict[str, Callable[[SchedulerSpec, int, Mode], Schedule]] = {

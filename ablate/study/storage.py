@@ -7,7 +7,7 @@ variant and seed: the same command resumes, a changed plan is refused.
 ``trials.json`` is the driver's progress record (every known trial's state, epoch and final
 metrics), what ``ablate status`` reads. ``stages.json`` pins the stages after a study's first
 (a round of adaptive seeds, a search's confirmation), each before it runs, with its own Tune
-experiment beside ``tune/``. ``rungs.json`` (a fused study with ASHA) snapshots the
+experiment beside ``tune/``. ``rungs.json`` (a study with ASHA) snapshots the
 rungs (:mod:`ablate.study.rungs`). All are plain JSON, written atomically.
 
 Trust: Ray Tune's own files under ``tune/`` are pickles (``tuner.pkl``, the experiment state),
