@@ -115,7 +115,8 @@ def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | Non
     from ablate.engine.tune_setup import fit
 
     if attempt is None:
-        attempt = stage_attempt(stage, ctx.tracker.runs(), ctx.tracker.tracker, ctx.study_dir)
+        attempt = stage_attempt(stage, ctx.tracker.runs(), ctx.tracker.tracker, ctx.study_dir,
+                                ready.finished)
         if attempt.note and not ctx.quiet:
             click.echo(attempt.note, err=True)
     grid = None

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ablate.errors import AblateError
+from ablate.errors import AblateError, short
 from ablate.study.plan import Plan
 from ablate.study.storage import TUNE_DIR, StudyDir
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ablate.engine.adopt import Attempt
     from ablate.engine.context import StudyContext
     from ablate.engine.stages import Stage
+    from ablate.study.rungs import Rungs
 
 DAMAGED_RUNGS = ("{root}/rungs.json is not a snapshot of the study's ASHA rungs ({problem}); "
                  "restore it from a backup, or run the study anew under another --name")
@@ -71,27 +72,42 @@ def start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
     Raises:
         AblateError: ``rungs.json`` is damaged, or holds another schedule than the spec's.
     """
-    fresh = plan.member_rungs()
-    if fresh is None:
+    rungs = study_rungs(plan, study_dir)
+    if rungs is None:
         return None
     import ray
 
+    # No CPU: it must never wait for a slot the trials hold. It lives as long as the driver.
+    return ray.remote(num_cpus=0)(type(rungs)).remote(**dataclasses.asdict(rungs))
+
+
+def study_rungs(plan: Plan, study_dir: StudyDir) -> Rungs | None:
+    """A fused study with a scheduler: its rungs, from the snapshot of an earlier run of the
+    study (checked against the plan) or fresh; otherwise None.
+
+    Raises:
+        AblateError: ``rungs.json`` is damaged, names trials the plan does not have, or holds
+            another schedule than the spec's.
+    """
     from ablate.study.rungs import Rungs
 
-    snapshot = study_dir.read_rungs()
-    rungs = fresh
-    if snapshot is not None:
-        try:
-            rungs = Rungs.from_json(snapshot)
-            if not rungs.same_schedule(fresh):
-                raise ValueError(f"milestones {list(rungs.milestones)}, reduction factor "
-                                 f"{rungs.reduction_factor:g}, sign {rungs.sign:g}; the spec "
-                                 f"gives {list(fresh.milestones)}, "
-                                 f"{fresh.reduction_factor:g}, {fresh.sign:g}")
-        except ValueError as exc:
-            raise AblateError(DAMAGED_RUNGS.format(root=study_dir.root, problem=exc)) from None
-    # No CPU: it must never wait for a slot the trials hold. It lives as long as the driver.
-    return ray.remote(num_cpus=0)(Rungs).remote(**dataclasses.asdict(rungs))
+    fresh = plan.member_rungs()
+    snapshot = None if fresh is None else study_dir.read_rungs()
+    if fresh is None or snapshot is None:
+        return fresh
+    try:
+        rungs = Rungs.from_json(snapshot)
+        if not rungs.same_schedule(fresh):
+            raise ValueError(f"milestones {list(rungs.milestones)}, reduction factor "
+                             f"{rungs.reduction_factor:g}, sign {rungs.sign:g}; the spec "
+                             f"gives {list(fresh.milestones)}, "
+                             f"{fresh.reduction_factor:g}, {fresh.sign:g}")
+        strangers = sorted(rungs.keys() - set(plan.keys))
+        if strangers:
+            raise ValueError(f"trial {short(strangers[0])} is not one of the study's")
+    except ValueError as exc:
+        raise AblateError(DAMAGED_RUNGS.format(root=study_dir.root, problem=exc)) from None
+    return rungs
 
 
 def fit(ctx: StudyContext, stage: Stage, attempt: Attempt, dataset_path: Path) -> Any:

@@ -1,7 +1,8 @@
 """What Ray Tune left in a study's ``tune/`` directory, read as plain JSON (never unpickled).
 
-Two questions: can Tune restore the experiment (its ``tuner.pkl`` and a readable newest
-``experiment_state-*.json``), and which checkpoints belong to a trial. Checkpoints are matched
+Two questions: can Tune restore the experiment (a whole ``tuner.pkl``, checked opcode by opcode
+without running any, and a readable newest ``experiment_state-*.json``), and which checkpoints
+belong to a trial. Checkpoints are matched
 by the trial's plan identity (each trial directory's ``params.json`` holds its Tune config), not
 by Ray's trial id, so a trial continues from its checkpoint even when Tune's experiment state
 was lost and Ray gave it a new id.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import enum
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ablate.study.plan import Plan
@@ -25,7 +26,8 @@ PARAMS_FILE = "params.json"
 class TuneState(enum.Enum):
     NONE = "none"  # no Tune experiment: a fresh start
     RESTORABLE = "restorable"
-    CORRUPT = "corrupt"  # Tune's files are there but its newest snapshot is unreadable
+    CORRUPT = "corrupt"  # Tune's files are there but tuner.pkl or the newest snapshot is not
+    FINISHED = "finished"  # not read: the study finished, and its finished runs are adopted
 
 
 def tune_state(tune_path: str) -> TuneState:
@@ -36,6 +38,8 @@ def tune_state(tune_path: str) -> TuneState:
                                               else str(Path(tune_path).resolve()))
     if fs.get_file_info(f"{path}/{TUNER_FILE}").type == pyarrow.fs.FileType.NotFound:
         return TuneState.NONE
+    if not _whole_pickle(fs, f"{path}/{TUNER_FILE}"):
+        return TuneState.CORRUPT
     listing = fs.get_file_info(pyarrow.fs.FileSelector(path))
     states = sorted(i.path for i in listing
                     if Path(i.path).name.startswith("experiment_state-")
@@ -50,6 +54,40 @@ def tune_state(tune_path: str) -> TuneState:
     if not isinstance(state, dict) or not isinstance(state.get("trial_data"), list):
         return TuneState.CORRUPT
     return TuneState.RESTORABLE
+
+
+def _whole_pickle(fs: Any, path: str) -> bool:
+    """Whether the file is a complete pickle (a truncated one ends before its STOP opcode),
+    read with :mod:`pickletools`, which decodes opcodes and runs none of them."""
+    import pickletools
+
+    try:
+        with fs.open_input_stream(path) as f:
+            data = f.read()
+        for _ in pickletools.genops(data):
+            pass
+    except Exception:  # noqa: BLE001 (any malformed opcode stream, or an unreadable file)
+        return False
+    return True
+
+
+def unknown_groups(tune_path: str, plan: Plan) -> list[str]:
+    """The fused groups that Tune's trials under ``tune_path`` train (each trial directory's
+    ``params.json``) and the plan does not have: a study record whose groups were renamed
+    (local storage only)."""
+    from ablate.study.plan import GROUP_KEY
+
+    if "://" in tune_path or not plan.fused:
+        return []
+    found = set()
+    for params in Path(tune_path).glob(f"*/{PARAMS_FILE}"):
+        try:
+            config = json.loads(params.read_text())
+        except (OSError, ValueError, RecursionError):
+            continue  # being written, or not Tune's: a restore fails on it by itself
+        if isinstance(config, dict) and isinstance(config.get(GROUP_KEY), str):
+            found.add(config[GROUP_KEY])
+    return sorted(found - set(plan.groups))
 
 
 def member_dirs_of(tune_path: str, key: str, plan: Plan) -> list[tuple[Path, int, int]]:
