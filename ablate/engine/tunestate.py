@@ -11,9 +11,10 @@ was lost and Ray gave it a new id.
 from __future__ import annotations
 
 import enum
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ablate.bounded import load_json
 
 if TYPE_CHECKING:
     from ablate.study.plan import Plan
@@ -48,7 +49,7 @@ def tune_state(tune_path: str) -> TuneState:
         return TuneState.CORRUPT
     try:  # Tune restores from the newest by name; a truncated one fails the restore
         with fs.open_input_stream(states[-1]) as f:
-            state = json.loads(f.read().decode())
+            state = load_json(f.read().decode())
     except (OSError, ValueError):
         return TuneState.CORRUPT
     if not isinstance(state, dict) or not isinstance(state.get("trial_data"), list):
@@ -82,8 +83,8 @@ def unknown_groups(tune_path: str, plan: Plan) -> list[str]:
     found = set()
     for params in Path(tune_path).glob(f"*/{PARAMS_FILE}"):
         try:
-            config = json.loads(params.read_text())
-        except (OSError, ValueError, RecursionError):
+            config = load_json(params.read_text())
+        except (OSError, ValueError):
             continue  # being written, or not Tune's: a restore fails on it by itself
         if isinstance(config, dict) and isinstance(config.get(GROUP_KEY), str):
             found.add(config[GROUP_KEY])
@@ -100,7 +101,7 @@ def member_dirs_of(tune_path: str, key: str, plan: Plan) -> list[tuple[Path, int
     found = []
     for params in sorted(Path(tune_path).glob(f"*/{PARAMS_FILE}")):
         try:
-            config = json.loads(params.read_text())
+            config = load_json(params.read_text())
             members = [m.key for m in plan.members(config)] if isinstance(config, dict) else []
         except (OSError, ValueError, KeyError, TypeError, ConfigError):
             continue  # unreadable, or a trial of another plan
@@ -121,7 +122,7 @@ def checkpoints_of(tune_path: str, key: str, plan: Plan) -> list[tuple[int, Path
         for checkpoint in trial_dir.glob("checkpoint_*"):
             directory = member_dir(checkpoint, index, count)
             try:
-                ranked.append((len(json.loads((directory / HISTORY).read_text())), directory))
+                ranked.append((len(load_json((directory / HISTORY).read_text())), directory))
             except (OSError, ValueError, TypeError):
                 continue  # a checkpoint being written when its writer died
     return sorted(ranked, key=lambda item: item[0], reverse=True)
