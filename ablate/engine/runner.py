@@ -106,7 +106,8 @@ def run_study(plan: Plan, storage: str, tracking_uri: str, address: str | None,
 def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | None,
                attempt: Attempt | None) -> tuple[list[TrialRecord], int, bool, bool]:
     """Runs one stage's Tune experiment (or adopts its finished trials) and reconciles its
-    trials' runs; ``(every trial's record, failed, interrupted, restored)``. ``attempt`` is
+    trials' runs; ``(every trial's record, failed, interrupted, resumed)`` (resumed: Tune's
+    experiment restored, or a finished study's trials adopted). ``attempt`` is
     what preflight decided for the first stage; a later one is decided here."""
     from ablate.engine.callback import active
     from ablate.engine.preflight import stage_attempt
@@ -125,4 +126,4 @@ def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | Non
         with active(ctx):
             grid = fit(ctx, stage, attempt, ready.dataset_path)
     rows, failed, interrupted = reconcile(ctx, grid, stage.keys)
-    return rows, failed, interrupted, attempt.restore
+    return rows, failed, interrupted, attempt.restore or ready.finished
