@@ -200,7 +200,8 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
 
 
 def parse_set_option(item: str) -> tuple[str, Any]:
-    """Parses ``key=value`` from ``--set``; the value is read as YAML (``[a, b]``, ``1e-3``)."""
+    """Parses ``key=value`` from ``--set``; the value is read as YAML (``[a, b]``, ``1e-3``),
+    within :mod:`ablate.bounded`'s limits."""
     import yaml
 
     key, sep, text = item.partition("=")
@@ -230,7 +231,8 @@ def load_raw_config(config_or_preset: str) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Safely loads a YAML mapping; syntax errors name the file and line."""
+    """Safely loads a YAML mapping, within :mod:`ablate.bounded`'s limits (aliases, nesting);
+    syntax errors name the file and line."""
     import yaml
 
     try:

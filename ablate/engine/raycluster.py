@@ -7,6 +7,10 @@ or connects must then present it. A driver given an address sends one only with
 authentication, so the mode must follow the cluster. Ray reads the mode once, when first
 imported: :func:`token_check` asks the cluster from a subprocess (``ray status``, which fails
 at once with an authentication error), so the caller can set the mode before that.
+
+Given an address where nothing answers, ``ray.init`` (and ``ray status``) wait minutes, printing
+Ray's C++ warnings; :func:`check_reachable` resolves the host and connects to the port first,
+with a timeout, so such an address is one line within seconds.
 """
 
 from __future__ import annotations
