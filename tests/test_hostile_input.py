@@ -444,6 +444,33 @@ def test_a_finished_study_reruns_without_unpickling_tune_state(finished_study: P
 
 
 @pytest.mark.slow
+def test_a_finished_search_reruns_without_unpickling_either_stage(tmp_path: Path,
+                                                                  local_ray) -> None:
+    """A search and its confirmation (two Tune experiments), finished: the rerun adopts both
+    from MLflow (a search's trials by its seeds) and runs, samples and unpickles nothing."""
+    search = {"algorithm": "random", "num_samples": 3,
+              "space": {"train.lr": {"loguniform": [1.0e-4, 3.0e-3]}}}
+    path = _spec(tmp_path, name="searched", overrides={"train.epochs": 2}, ablation=None,
+                 search=search, seeds=[0], confirm={"top_k": 2, "seeds": 2}, fuse="none",
+                 fuse_members="auto", scheduler="none")
+    path.write_text(path.read_text().replace("ablation: null\n", ""))
+    TRACKING_STORES.new(tmp_path)
+    assert_ran(run_in_process(["run", str(path), "--quiet"], tmp_path), "the search")
+    root, marker = tmp_path / "runs" / "searched", tmp_path / "unpickled"
+    planted = pickle.dumps(_Payload(marker))
+    for stage in ("tune", "tune-confirm"):
+        (root / stage / "tuner.pkl").write_bytes(planted)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = {r.info.run_id for r in trial_runs(uri, "searched")}
+    result = run_ablate(["run", str(path), "--storage", str(tmp_path / "runs"),
+                         "--tracking-uri", uri], tmp_path, _env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "7/7 trials done, 0 failed" in result.stdout and "(resumed)" in result.stdout
+    assert not marker.exists()
+    assert {r.info.run_id for r in trial_runs(uri, "searched")} == before
+
+
+@pytest.mark.slow
 def test_a_renamed_group_is_one_line_naming_the_record(finished_study: Path,
                                                        tmp_path: Path) -> None:
     workdir = _copy(finished_study, tmp_path)
