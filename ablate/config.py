@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ablate.errors import ConfigError, reject_unknown
+from ablate.bounded import TooLarge, load_yaml
+from ablate.errors import ConfigError, reject_unknown, short
 from ablate.typecheck import check, check_fields, mapping, yaml_float
 
 TOP_LEVEL_KEYS = ("model", "loss", "train", "seed")
@@ -33,6 +34,8 @@ TRAIN_RANGES: dict[str, tuple[float, float, bool]] = {
     "threads": (0, 1_024, False),
     "eval_chunk": (0, 1_000_000, False),
 }
+
+MAX_SEED = 2**31 - 1  # torch and numpy take 32-bit seeds
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -103,7 +106,7 @@ def _check_ranges(obj: object, ranges: Mapping[str, tuple[float, float, bool]]) 
         if not inside:  # also NaN, which compares false to everything
             bracket = "(" if open_low else "["
             raise ConfigError(f"train.{name}: must be in {bracket}{low:g}, {high:g}], "
-                              f"got {value!r}")
+                              f"got {short(value)}")
 
 
 def resolve_trial_config(raw: Mapping[str, Any]) -> TrialConfig:
@@ -118,8 +121,8 @@ def resolve_trial_config(raw: Mapping[str, Any]) -> TrialConfig:
     raw = mapping(raw, "trial config")
     reject_unknown(raw, TOP_LEVEL_KEYS, "")
     seed = check(int, raw.get("seed", 0), "seed")
-    if seed < 0:
-        raise ConfigError(f"seed: must be >= 0, got {seed}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed: must be in [0, {MAX_SEED}], got {seed}")
     return TrialConfig(
         model=resolve_model_spec(raw.get("model")),
         loss=resolve_loss_spec(raw.get("loss")),
@@ -197,14 +200,17 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
 
 
 def parse_set_option(item: str) -> tuple[str, Any]:
-    """Parses ``key=value`` from ``--set``; the value is read as YAML (``[a, b]``, ``1e-3``)."""
+    """Parses ``key=value`` from ``--set``; the value is read as YAML (``[a, b]``, ``1e-3``),
+    within :mod:`ablate.bounded`'s limits."""
     import yaml
 
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {item}: expected key=value")
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
+    except TooLarge as exc:
+        raise ConfigError(f"--set {key}: the value {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {item}: value is not valid YAML "
                           f"({exc.__class__.__name__})") from None
@@ -225,7 +231,8 @@ def load_raw_config(config_or_preset: str) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Safely loads a YAML mapping; syntax errors name the file and line."""
+    """Safely loads a YAML mapping, within :mod:`ablate.bounded`'s limits (aliases, nesting);
+    syntax errors name the file and line."""
     import yaml
 
     try:
@@ -239,7 +246,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte "
                           f"0x{exc.object[exc.start]:02x}); save the file as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except TooLarge as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

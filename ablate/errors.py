@@ -7,6 +7,7 @@ name when one is close, then the allowed ones) and a value of the wrong type.
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable, Sequence
 
 
@@ -55,9 +56,29 @@ def key_path(path: str, key: object) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+SHORT = 80  # characters of a value an error line shows
+
+
+def _shortener() -> reprlib.Repr:
+    shortener = reprlib.Repr()
+    shortener.maxlevel, shortener.maxlist, shortener.maxdict = 3, 6, 4
+    shortener.maxstring = shortener.maxother = shortener.maxlong = SHORT - 20
+    return shortener
+
+
+_SHORTENER = _shortener()
+
+
+def short(value: object) -> str:
+    """``repr(value)``, shortened to about :data:`SHORT` characters (``[1, 2, ...]``): what an
+    error line shows of a value, however large the value a file expanded to."""
+    text = _SHORTENER.repr(value)
+    return text if len(text) <= SHORT else f"{text[:SHORT - 3]}..."
+
+
 def type_error(path: str, expected: str, value: object) -> ConfigError:
     """``path: expected int, got str ('big')``: the one shape of every wrong-type error."""
-    return ConfigError(f"{path}: expected {expected}, got {type(value).__name__} ({value!r})")
+    return ConfigError(f"{path}: expected {expected}, got {type(value).__name__} ({short(value)})")
 
 
 def reject_unknown(keys: Iterable[object], allowed: Sequence[str], path: str,

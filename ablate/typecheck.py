@@ -35,7 +35,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ablate.errors import ConfigError, key_path, reject_unknown, type_error
+from ablate.errors import ConfigError, key_path, reject_unknown, short, type_error
 
 _NONE = type(None)
 
@@ -99,7 +99,7 @@ def check(annotation: Any, value: Any, path: str) -> Any:
         # Compare types too: True == 1, but a bool is not the choice 1.
         if any(value == a and type(value) is type(a) for a in args):
             return value
-        raise _WrongType(f"{path}: expected {describe(annotation)}, got {value!r}")
+        raise _WrongType(f"{path}: expected {describe(annotation)}, got {short(value)}")
     if origin in (list, tuple, Sequence):
         return _check_sequence(annotation, value, path)
     if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
@@ -185,7 +185,7 @@ def _subset(choices: tuple[Any, ...], value: Sequence[Any], path: str) -> list[A
     seen: set[Any] = set()
     for v in value:
         if not any(v == c and type(v) is type(c) for c in choices):
-            raise ConfigError(f"{path}: unknown {noun} {v!r}; allowed: {allowed}")
+            raise ConfigError(f"{path}: unknown {noun} {short(v)}; allowed: {allowed}")
         if v in seen:
             raise ConfigError(f"{path}: {noun} '{v}' is listed twice")
         seen.add(v)

@@ -80,14 +80,32 @@ def test_tune_state_is_read_without_unpickling(tmp_path: Path) -> None:
     tune = tmp_path / "tune"
     assert tune_state(str(tune)) is TuneState.NONE
     tune.mkdir()
-    (tune / "tuner.pkl").write_bytes(b"not read")
+    marker = tmp_path / "unpickled"
+    whole = pickle.dumps(_Planted(marker))  # a whole pickle: its opcodes are read, never run
+    (tune / "tuner.pkl").write_bytes(whole)
     assert tune_state(str(tune)) is TuneState.CORRUPT  # no snapshot at all
     (tune / "experiment_state-2026-01-01_00-00-00.json").write_text(
         json.dumps({"trial_data": [], "runner_data": "80"}))
     assert tune_state(str(tune)) is TuneState.RESTORABLE
+    (tune / "tuner.pkl").write_bytes(whole[:-1])  # truncated before its STOP
+    assert tune_state(str(tune)) is TuneState.CORRUPT
+    assert not marker.exists()
+    (tune / "tuner.pkl").write_bytes(whole)
     newer = tune / "experiment_state-2026-01-02_00-00-00.json"
     newer.write_text('{"trial_data": [["{\\"stub\\"')  # truncated mid-write
     assert tune_state(str(tune)) is TuneState.CORRUPT
+
+
+class _Planted:
+    """A pickle that makes a directory when it is unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (str(self.marker),)
 
 
 @pytest.fixture

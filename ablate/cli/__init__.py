@@ -33,8 +33,21 @@ class _AblateGroup(click.Group):
         except AblateError as exc:
             if ctx.params.get("debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {error_line(exc)}", err=True)
             sys.exit(1)
+
+
+MAX_ERROR_LINE = 1000  # characters: the messages name values shortened; this is the backstop
+
+
+def error_line(exc: AblateError) -> str:
+    """An expected error as one line of at most :data:`MAX_ERROR_LINE` characters, its start
+    (what failed) and its end (the remedy) kept."""
+    text = " ".join(str(exc).split("\n"))
+    if len(text) <= MAX_ERROR_LINE:
+        return text
+    half = (MAX_ERROR_LINE - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 @click.group(cls=_AblateGroup)

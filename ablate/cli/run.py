@@ -30,11 +30,15 @@ def use_cluster_token(address: str | None) -> None:
     :func:`ablate.engine.raycluster.token_check`); an explicit ``RAY_AUTH_MODE`` is left alone.
 
     Raises:
-        AblateError: The cluster checks a token this machine does not have.
+        AblateError: Nothing answers at ``address``, or the cluster checks a token this
+            machine does not have.
     """
-    from ablate.engine.raycluster import RAY_TOKEN, TokenCheck, token_check
+    from ablate.engine.raycluster import RAY_TOKEN, TokenCheck, check_reachable, token_check
 
-    if not address or address in ("local", "auto") or "RAY_AUTH_MODE" in os.environ:
+    if not address or address in ("local", "auto"):
+        return
+    check_reachable(address)  # before `ray status`, which waits 30 s for nothing
+    if "RAY_AUTH_MODE" in os.environ:
         return
     check = token_check(address)
     if check is TokenCheck.ACCEPTED:
@@ -219,7 +223,8 @@ def _summary(spec: StudySpec, outcome: StudyOutcome) -> None:
 @click.option("--storage", default=DEFAULT_STORAGE, show_default=True)
 def status(study: str, storage: str) -> None:
     """Show the state of STUDY's trials, finished or not (reads files only; starts nothing)."""
+    from ablate.cli.options import study_name
     from ablate.study.status import study_status
 
-    for line in study_status(study, storage):
+    for line in study_status(study_name(study, "STUDY"), storage):
         click.echo(line)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ablate.bounded import TooLarge, load_json
 from ablate.errors import DataError
 
 FORMAT = "ablate-feature-store"
@@ -118,9 +119,11 @@ def read_manifest(store: Path) -> dict[str, Any]:
             "(create one with 'ablate data synth' or 'ablate data import')",
         )
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = load_json(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(MANIFEST, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except TooLarge as exc:
+        raise DataError(MANIFEST, f"not a manifest: {exc}") from None
     if not isinstance(manifest, dict):
         raise DataError(MANIFEST, "not a JSON object")
     if manifest.get("format") != FORMAT:

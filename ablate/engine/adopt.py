@@ -2,9 +2,10 @@
 
 MLflow is the record of which trials ran; Ray's experiment state is a cache of how far each got.
 When Tune can restore its experiment, it does (finished trials are kept, the rest continue).
-When it cannot (``tune/`` deleted or truncated, another ``--storage``, the study directory
-moved away), the plan decides instead of Ray (runs trained on other data than the store holds
-now were refused before, :mod:`ablate.engine.samedata`):
+When it cannot (``tune/`` deleted, ``tuner.pkl`` or the experiment state truncated, another
+``--storage``, the study directory moved away), or need not (the study finished last time: its
+Tune state is never unpickled again), the plan decides instead of Ray (runs trained on other
+data than the store holds now were refused before, :mod:`ablate.engine.samedata`):
 
 - a planned trial with a FINISHED run is adopted: not run again;
 - a trial whose run has logged epochs continues from a checkpoint of the same identity if one
@@ -14,7 +15,8 @@ now were refused before, :mod:`ablate.engine.samedata`):
 - the others start; a run created before any epoch was logged is reused.
 
 A search has no plan of trials to adopt: its sampler's state lives in Ray's experiment, so a
-search whose Ray state is gone while MLflow holds trials of it is refused.
+search whose Ray state is gone while MLflow holds trials of it is refused. A finished search
+whose every sampled trial has a finished run is adopted whole.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ablate.engine.tunestate import TuneState, checkpoints_of
+from ablate.engine.tunestate import TuneState, checkpoints_of, tune_state
 from ablate.errors import AblateError
 from ablate.tracking.runs import TrialRun, logged_epochs
 
@@ -67,7 +69,8 @@ def plan_attempt(plan: Plan, runs: Mapping[str, TrialRun], state: TuneState, tun
     Args:
         plan: The study plan (its trials, and to match checkpoints to trials).
         runs: The study's trial runs, by trial key.
-        state: What Tune left under ``tune_path``.
+        state: What Tune left under ``tune_path`` (``FINISHED``: not read, since the study
+            finished last time; the stage is adopted whole if its runs agree).
         tune_path: The study's Tune directory.
         tracker: The tracking store (to read what unfinished runs logged).
         keys: The planned trials of the stage (None: a search, whose trials Tune samples).
@@ -75,6 +78,10 @@ def plan_attempt(plan: Plan, runs: Mapping[str, TrialRun], state: TuneState, tun
     Raises:
         AblateError: Ray's state is lost and some trial cannot be continued exactly once.
     """
+    if state is TuneState.FINISHED:
+        if _all_finished(plan, runs, keys):
+            return Attempt(restore=False, keys=())  # adopted whole: Tune's state is not read
+        state = tune_state(tune_path)  # not finished after all (its runs say): as any resume
     if state is TuneState.RESTORABLE:
         return Attempt(restore=True)
     planned = None if keys is None else list(keys)
@@ -100,3 +107,11 @@ def plan_attempt(plan: Plan, runs: Mapping[str, TrialRun], state: TuneState, tun
     note = ADOPTED.format(adopted=len(planned) - len(todo), todo=rest, **words)
     return Attempt(restore=False, keys=todo,
                    note=note if any(k in runs for k in planned) else "")
+
+
+def _all_finished(plan: Plan, runs: Mapping[str, TrialRun], keys: Sequence[str] | None) -> bool:
+    """Whether every trial of the stage has a finished run: each planned one, or a search's
+    samples x seeds (on the search's seeds; a confirmation's are fresh ones)."""
+    if keys is not None:
+        return all(k in runs and runs[k].finished for k in keys)
+    return sum(r.finished and r.seed in plan.spec.seeds for r in runs.values()) >= plan.total

@@ -1,9 +1,10 @@
 """Everything ``ablate run`` checks before it writes anything, in the order that lets bad input
-fail first: the storage is writable, the study record accepts the plan, a dataset path is a
-feature store (checked before the tracking store is opened, so a refused study creates no
-store), the tracking store answers and accepts the study, the dataset is the one everything the
-study kept was trained on (:mod:`ablate.engine.samedata`), and what Tune will be given for the
-study's first stage to run can be decided (:mod:`ablate.engine.adopt`)."""
+fail first: the storage is writable, the study's records (``study.json``, ``trials.json``,
+``rungs.json``) are sound and the study record accepts the plan, a dataset path is a feature
+store (checked before the tracking store is opened, so a refused study creates no store), the
+tracking store answers and accepts the study, the dataset is the one everything the study kept
+was trained on (:mod:`ablate.engine.samedata`), and what Tune will be given for the study's
+first stage to run can be decided (:mod:`ablate.engine.adopt`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import click
 
 from ablate.engine.adopt import Attempt, plan_attempt
 from ablate.engine.stages import Stage, Stages
-from ablate.errors import AblateError, ConfigError
+from ablate.errors import AblateError, ConfigError, short
 from ablate.study.plan import Plan
 from ablate.study.record import StudyRecord
 from ablate.study.storage import StudyDir
@@ -45,6 +46,7 @@ class Ready:
         stages: The study's stages (the first not yet pinned for a new study).
         stage: The study's first stage, and ``attempt``, what Tune is given for it (decided
             here, so a stage that cannot continue is refused before anything is written).
+        finished: The study finished last time (``trials.json``): its Tune state is not read.
     """
 
     plan: Plan
@@ -57,6 +59,7 @@ class Ready:
     stages: Stages
     stage: Stage
     attempt: Attempt
+    finished: bool = False
 
 
 def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
@@ -70,6 +73,7 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     from ablate.data.source import is_synthetic
     from ablate.engine.raycluster import connect_ray
     from ablate.engine.samedata import check_same_data
+    from ablate.engine.tune_setup import study_rungs
     from ablate.tracking.connect import connect
     from ablate.tracking.runs import chosen_trial_runs
     from ablate.tracking.study import check_study
@@ -82,13 +86,15 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     # Ray and the tracking store take seconds each to start: a study that will probably train
     # (it did not finish last time) starts Ray while the store opens in a thread.
     progress = study_dir.read_progress()
+    study_rungs(plan, study_dir)  # a damaged rungs.json fails before anything starts
+    finished = progress is not None and progress.driver == "finished"
     # A dataset path that is no feature store is refused before the tracking store opens (a
     # refused study creates no store); the embedded benchmark, generated on first use, only
     # once the store accepted the study.
     dataset = None if is_synthetic(spec.dataset) else _dataset(spec.dataset)
     with ThreadPoolExecutor(1, thread_name_prefix="tracking-connect") as pool:
         opened = pool.submit(connect, tracking_uri)
-        if progress is None or progress.driver != "finished":
+        if not finished:
             connect_ray(address)
         tracker = opened.result()
     check_study(tracker, spec.name, plan.hash, study_dir.root)
@@ -97,11 +103,11 @@ def preflight(plan: Plan, storage: str, tracking_uri: str, address: str | None,
     check_same_data(spec.name, dataset_path, data_id, record, runs, study_dir)
     stages = Stages(plan, study_dir)
     stage = stages.pinned()[0]
-    attempt = stage_attempt(stage, runs, tracker, study_dir)
+    attempt = stage_attempt(stage, runs, tracker, study_dir, finished)
     if attempt.note and not quiet:
         click.echo(attempt.note, err=True)
     return Ready(plan, study_dir, record, tracker, runs, dataset_path, data_id, stages, stage,
-                 attempt)
+                 attempt, finished)
 
 
 def _dataset(dataset: str) -> tuple[Path, str]:
@@ -114,13 +120,25 @@ def _dataset(dataset: str) -> tuple[Path, str]:
 
 
 def stage_attempt(stage: Stage, runs: Mapping[str, TrialRun], tracker: Tracker,
-                  study_dir: StudyDir) -> Attempt:
+                  study_dir: StudyDir, finished: bool = False) -> Attempt:
     """What Tune is given for ``stage``: a restore of its experiment, or the trials to start
-    (:func:`~ablate.engine.adopt.plan_attempt`)."""
-    from ablate.engine.tunestate import tune_state
+    (:func:`~ablate.engine.adopt.plan_attempt`). A study that ``finished`` last time has its
+    finished runs adopted, and Tune's state (pickles) is not read.
+
+    Raises:
+        AblateError: Tune's trials train fused groups the study record does not have.
+    """
+    from ablate.engine.tunestate import TuneState, tune_state, unknown_groups
 
     path = study_dir.path_of(stage.directory)
-    return plan_attempt(stage.plan, runs, tune_state(path), path, tracker, stage.keys)
+    unknown = unknown_groups(path, stage.plan)
+    if unknown:
+        raise AblateError(DAMAGED_GROUPS.format(
+            name=stage.plan.spec.name, path=study_dir.record_path,
+            problem=f"its fused groups do not include {short(unknown[0])}, which Tune's "
+                    f"trials under {path} train (renamed?)"))
+    state = TuneState.FINISHED if finished else tune_state(path)
+    return plan_attempt(stage.plan, runs, state, path, tracker, stage.keys)
 
 
 def _resumable(plan: Plan, record: StudyRecord, study_dir: StudyDir) -> Plan:

@@ -7,6 +7,10 @@ or connects must then present it. A driver given an address sends one only with
 authentication, so the mode must follow the cluster. Ray reads the mode once, when first
 imported: :func:`token_check` asks the cluster from a subprocess (``ray status``, which fails
 at once with an authentication error), so the caller can set the mode before that.
+
+Given an address where nothing answers, ``ray.init`` (and ``ray status``) wait minutes, printing
+Ray's C++ warnings; :func:`check_reachable` resolves the host and connects to the port first,
+with a timeout, so such an address is one line within seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +26,14 @@ from typing import Any
 from ablate.errors import AblateError
 
 RAY_UNREACHABLE = "cannot connect to the Ray cluster at {address}: {problem}"
+NOTHING_THERE = ("cannot connect to the Ray cluster at {address}: {problem}; check --address "
+                 "(or RAY_ADDRESS: the head's HOST:PORT, 6379 by default) and that the cluster "
+                 "runs (`ray status` on its head)")
+RAY_CLIENT_MISSING = ("--address {address} connects through Ray Client, which is not "
+                      "installed: pip install \"ray[client]\" (or give the head's HOST:PORT, "
+                      "6379 by default, from a machine of the cluster)")
+REACH_SECONDS = 5.0  # to resolve a cluster's host, and again to connect to its port
+CLIENT_PORT = 10001  # Ray Client's default
 RAY_TOKEN = ("the Ray cluster at {address} checks a token and this machine has {which}; copy "
              "the token of its head (~/.ray/auth_token there) to ~/.ray/auth_token here, or "
              "set RAY_AUTH_TOKEN")
@@ -90,6 +102,7 @@ def connect_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     target = address or os.environ.get("RAY_ADDRESS") or "local"
+    check_reachable(target)
     try:
         with _own_session(target == "local"), _keep_stop_handlers():
             ray.init(address=target, include_dashboard=False, log_to_driver=False,
@@ -163,3 +176,59 @@ def _own_session(local: bool) -> Iterator[None]:
         yield
     finally:
         services.ConsolePopen = popen
+
+
+def check_reachable(address: str) -> None:
+    """Fails in seconds, with one line, where Ray would wait minutes: a cluster address whose
+    host does not resolve or whose port nothing listens on, or a ``ray://`` address without
+    Ray Client installed. ``local``, ``auto`` and addresses without a port are Ray's to read.
+
+    Raises:
+        AblateError: Naming the address, the problem and what to do.
+    """
+    import importlib.util
+
+    if address in ("local", "auto"):
+        return
+    client = address.startswith("ray://")
+    if client and importlib.util.find_spec("grpc") is None:
+        raise AblateError(RAY_CLIENT_MISSING.format(address=address))
+    host, _, port = address.removeprefix("ray://").rstrip("/").rpartition(":")
+    if client and not host:
+        host, port = port, str(CLIENT_PORT)
+    host = host.strip("[]")  # [::1]:6379
+    if not host or not port.isdigit():
+        return
+    problem = _unreachable(host, int(port))
+    if problem:
+        raise AblateError(NOTHING_THERE.format(address=address, problem=problem))
+
+
+def _unreachable(host: str, port: int) -> str | None:
+    """Why nothing answers at ``host:port`` (None: something listens there)."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as Late
+
+    # getaddrinfo has no timeout of its own: a slow resolver is waited for in a thread
+    pool = ThreadPoolExecutor(1, thread_name_prefix="ray-address")
+    try:
+        found = pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        addresses = found.result(timeout=REACH_SECONDS)
+    except Late:
+        return f"the host {host} did not resolve within {REACH_SECONDS:g} s"
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"the host {host} does not resolve ({getattr(exc, 'strerror', None) or exc})"
+    finally:
+        pool.shutdown(wait=False)
+    problem = None
+    for family, kind, proto, _, target in addresses[:3]:  # at most 3 x REACH_SECONDS
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.settimeout(REACH_SECONDS)
+                probe.connect(target)
+            return None
+        except OSError as exc:
+            problem = (f"nothing answers on port {port} of {host} "
+                       f"({exc.strerror or 'timed out'})")
+    return problem

@@ -16,7 +16,8 @@ def reconcile(ctx: StudyContext, grid: Any, planned: Sequence[str] | None
 
     A trial Tune finished is finalised from its checkpoint; a failed one is closed as FAILED;
     one cut short by a stop of the driver is closed as KILLED, never FINISHED. Planned trials
-    Tune was not given are the adopted ones: their finished runs stand.
+    Tune was not given are the adopted ones: their finished runs stand (a finished search Tune
+    did not run: every finished run on the search's seeds).
 
     Args:
         ctx: The study's live state.
@@ -59,7 +60,10 @@ def reconcile(ctx: StudyContext, grid: Any, planned: Sequence[str] | None
                     ctx.close_run(ctx.run_ids[member.row_id], "KILLED")
     seen = {r.key for r in ctx.rows.values()}
     for key, run in ctx.tracker.finished().items():
-        if planned is not None and key in planned and key not in seen:
+        # a search Tune did not run is a finished one adopted whole: the runs on its seeds
+        ours = (key in planned if planned is not None
+                else grid is None and run.seed in ctx.plan.spec.seeds)
+        if ours and key not in seen:
             ctx.adopted.append(run.record())
     rows = sorted(ctx.all_rows(), key=lambda r: (r.variant, r.seed, r.key))
     return rows, failed, interrupted

@@ -140,7 +140,8 @@ def _abandon(ctx: StudyContext, stopped: bool) -> None:
 def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | None,
                attempt: Attempt | None) -> tuple[list[TrialRecord], int, bool, bool]:
     """Runs one stage's Tune experiment (or adopts its finished trials) and reconciles its
-    trials' runs; ``(every trial's record, failed, interrupted, restored)``. ``attempt`` is
+    trials' runs; ``(every trial's record, failed, interrupted, resumed)`` (resumed: Tune's
+    experiment restored, or a finished study's trials adopted). ``attempt`` is
     what preflight decided for the first stage; a later one is decided here."""
     from ablate.engine.callback import active
     from ablate.engine.preflight import stage_attempt
@@ -149,7 +150,8 @@ def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | Non
     from ablate.engine.tune_setup import fit
 
     if attempt is None:
-        attempt = stage_attempt(stage, ctx.tracker.runs(), ctx.tracker.tracker, ctx.study_dir)
+        attempt = stage_attempt(stage, ctx.tracker.runs(), ctx.tracker.tracker, ctx.study_dir,
+                                ready.finished)
         if attempt.note and not ctx.quiet:
             click.echo(attempt.note, err=True)
     grid = None
@@ -160,7 +162,7 @@ def _run_stage(ctx: StudyContext, stage: Stage, ready: Ready, address: str | Non
     rows, failed, interrupted = reconcile(ctx, grid, stage.keys)
     if grid is not None and not failed and _unfinished(stage, rows):
         interrupted = True  # Tune was stopped before it started every trial
-    return rows, failed, interrupted, attempt.restore
+    return rows, failed, interrupted, attempt.restore or ready.finished
 
 
 def _unfinished(stage: Stage, rows: list[TrialRecord]) -> bool:

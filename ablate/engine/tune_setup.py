@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ablate.errors import AblateError
+from ablate.errors import AblateError, short
 from ablate.study.plan import Plan
 from ablate.study.storage import TUNE_DIR, StudyDir
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ablate.engine.adopt import Attempt
     from ablate.engine.context import StudyContext
     from ablate.engine.stages import Stage
+    from ablate.study.rungs import Rungs
 
 DAMAGED_RUNGS = ("{root}/rungs.json is not a snapshot of the study's ASHA rungs ({problem}); "
                  "restore it from a backup, or run the study anew under another --name")
@@ -68,31 +69,48 @@ def start_rungs(plan: Plan, study_dir: StudyDir) -> Any:
     Raises:
         AblateError: ``rungs.json`` is damaged, or holds another schedule than the spec's.
     """
-    fresh = plan.member_rungs()
-    if fresh is None:
+    rungs = study_rungs(plan, study_dir)
+    if rungs is None:
         return None
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from ablate.engine.asha import RungsKeeper
-    from ablate.study.rungs import Rungs
 
-    snapshot = study_dir.read_rungs()
-    rungs = fresh
-    if snapshot is not None:
-        try:
-            rungs = Rungs.from_json(snapshot)
-            if not rungs.same_schedule(fresh):
-                raise ValueError(f"milestones {list(rungs.milestones)}, reduction factor "
-                                 f"{rungs.reduction_factor:g}, sign {rungs.sign:g}; the spec "
-                                 f"gives {list(fresh.milestones)}, "
-                                 f"{fresh.reduction_factor:g}, {fresh.sign:g}")
-        except ValueError as exc:
-            raise AblateError(DAMAGED_RUNGS.format(root=study_dir.root, problem=exc)) from None
     # No CPU: it must never wait for a slot the trials hold. It lives as long as the driver,
     # on the driver's node, and writes the snapshot where the driver reads it.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     return ray.remote(num_cpus=0, scheduling_strategy=here)(RungsKeeper).remote(rungs, study_dir)
+
+
+def study_rungs(plan: Plan, study_dir: StudyDir) -> Rungs | None:
+    """A study with a scheduler: its rungs, from the snapshot of an earlier run of the study
+    (checked against the plan) or fresh; otherwise None.
+
+    Raises:
+        AblateError: ``rungs.json`` is damaged, names trials the plan does not have, or holds
+            another schedule than the spec's.
+    """
+    from ablate.study.rungs import Rungs
+
+    fresh = plan.member_rungs()
+    snapshot = None if fresh is None else study_dir.read_rungs()
+    if fresh is None or snapshot is None:
+        return fresh
+    try:
+        rungs = Rungs.from_json(snapshot)
+        if not rungs.same_schedule(fresh):
+            raise ValueError(f"milestones {list(rungs.milestones)}, reduction factor "
+                             f"{rungs.reduction_factor:g}, sign {rungs.sign:g}; the spec "
+                             f"gives {list(fresh.milestones)}, "
+                             f"{fresh.reduction_factor:g}, {fresh.sign:g}")
+        # A search samples its trials as it goes: only a planned study knows them all.
+        strangers = [] if plan.spec.search is not None else sorted(rungs.keys() - set(plan.keys))
+        if strangers:
+            raise ValueError(f"trial {short(strangers[0])} is not one of the study's")
+    except ValueError as exc:
+        raise AblateError(DAMAGED_RUNGS.format(root=study_dir.root, problem=exc)) from None
+    return rungs
 
 
 class _FullDiskTrials(logging.Filter):

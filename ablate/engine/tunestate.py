@@ -1,7 +1,8 @@
 """What Ray Tune left in a study's ``tune/`` directory, read as plain JSON (never unpickled).
 
-Two questions: can Tune restore the experiment (its ``tuner.pkl`` and a readable newest
-``experiment_state-*.json``), and which checkpoints belong to a trial. Checkpoints are matched
+Two questions: can Tune restore the experiment (a whole ``tuner.pkl``, checked opcode by opcode
+without running any, and a readable newest ``experiment_state-*.json``), and which checkpoints
+belong to a trial. Checkpoints are matched
 by the trial's plan identity (each trial directory's ``params.json`` holds its Tune config), not
 by Ray's trial id, so a trial continues from its checkpoint even when Tune's experiment state
 was lost and Ray gave it a new id.
@@ -10,9 +11,10 @@ was lost and Ray gave it a new id.
 from __future__ import annotations
 
 import enum
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from ablate.bounded import load_json
 
 if TYPE_CHECKING:
     from ablate.study.plan import Plan
@@ -25,7 +27,8 @@ PARAMS_FILE = "params.json"
 class TuneState(enum.Enum):
     NONE = "none"  # no Tune experiment: a fresh start
     RESTORABLE = "restorable"
-    CORRUPT = "corrupt"  # Tune's files are there but its newest snapshot is unreadable
+    CORRUPT = "corrupt"  # Tune's files are there but tuner.pkl or the newest snapshot is not
+    FINISHED = "finished"  # not read: the study finished, and its finished runs are adopted
 
 
 def tune_state(tune_path: str) -> TuneState:
@@ -36,6 +39,8 @@ def tune_state(tune_path: str) -> TuneState:
                                               else str(Path(tune_path).resolve()))
     if fs.get_file_info(f"{path}/{TUNER_FILE}").type == pyarrow.fs.FileType.NotFound:
         return TuneState.NONE
+    if not _whole_pickle(fs, f"{path}/{TUNER_FILE}"):
+        return TuneState.CORRUPT
     listing = fs.get_file_info(pyarrow.fs.FileSelector(path))
     states = sorted(i.path for i in listing
                     if Path(i.path).name.startswith("experiment_state-")
@@ -44,12 +49,46 @@ def tune_state(tune_path: str) -> TuneState:
         return TuneState.CORRUPT
     try:  # Tune restores from the newest by name; a truncated one fails the restore
         with fs.open_input_stream(states[-1]) as f:
-            state = json.loads(f.read().decode())
+            state = load_json(f.read().decode())
     except (OSError, ValueError):
         return TuneState.CORRUPT
     if not isinstance(state, dict) or not isinstance(state.get("trial_data"), list):
         return TuneState.CORRUPT
     return TuneState.RESTORABLE
+
+
+def _whole_pickle(fs: Any, path: str) -> bool:
+    """Whether the file is a complete pickle (a truncated one ends before its STOP opcode),
+    read with :mod:`pickletools`, which decodes opcodes and runs none of them."""
+    import pickletools
+
+    try:
+        with fs.open_input_stream(path) as f:
+            data = f.read()
+        for _ in pickletools.genops(data):
+            pass
+    except Exception:  # noqa: BLE001 (any malformed opcode stream, or an unreadable file)
+        return False
+    return True
+
+
+def unknown_groups(tune_path: str, plan: Plan) -> list[str]:
+    """The fused groups that Tune's trials under ``tune_path`` train (each trial directory's
+    ``params.json``) and the plan does not have: a study record whose groups were renamed
+    (local storage only)."""
+    from ablate.study.plan import GROUP_KEY
+
+    if "://" in tune_path or not plan.fused:
+        return []
+    found = set()
+    for params in Path(tune_path).glob(f"*/{PARAMS_FILE}"):
+        try:
+            config = load_json(params.read_text())
+        except (OSError, ValueError):
+            continue  # being written, or not Tune's: a restore fails on it by itself
+        if isinstance(config, dict) and isinstance(config.get(GROUP_KEY), str):
+            found.add(config[GROUP_KEY])
+    return sorted(found - set(plan.groups))
 
 
 def member_dirs_of(tune_path: str, key: str, plan: Plan) -> list[tuple[Path, int, int]]:
@@ -62,7 +101,7 @@ def member_dirs_of(tune_path: str, key: str, plan: Plan) -> list[tuple[Path, int
     found = []
     for params in sorted(Path(tune_path).glob(f"*/{PARAMS_FILE}")):
         try:
-            config = json.loads(params.read_text())
+            config = load_json(params.read_text())
             members = [m.key for m in plan.members(config)] if isinstance(config, dict) else []
         except (OSError, ValueError, KeyError, TypeError, ConfigError):
             continue  # unreadable, or a trial of another plan
@@ -83,7 +122,7 @@ def checkpoints_of(tune_path: str, key: str, plan: Plan) -> list[tuple[int, Path
         for checkpoint in trial_dir.glob("checkpoint_*"):
             directory = member_dir(checkpoint, index, count)
             try:
-                ranked.append((len(json.loads((directory / HISTORY).read_text())), directory))
+                ranked.append((len(load_json((directory / HISTORY).read_text())), directory))
             except (OSError, ValueError, TypeError):
                 continue  # a checkpoint being written when its writer died
     return sorted(ranked, key=lambda item: item[0], reverse=True)

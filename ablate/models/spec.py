@@ -18,7 +18,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
-from ablate.errors import ConfigError, reject_unknown, type_error
+from ablate.errors import ConfigError, reject_unknown, short, type_error
 from ablate.models.registry import NONE, REGISTRY
 from ablate.typecheck import check, mapping
 
@@ -41,7 +41,7 @@ MOVED_LOSS_OPTIONS: dict[str, str] = {
 
 _MISSING_TYPE = "{path}: missing 'type'; allowed: {allowed}"
 _NO_OPTIONS = "{path}: component 'none' takes no options"
-_CONSTRAINT = "{path}: must be {requirement}, got {value!r}"
+_CONSTRAINT = "{path}: must be {requirement}, got {value}"
 NUMERIC_LIMIT = 1e6
 
 
@@ -95,7 +95,7 @@ def resolve_loss_spec(raw: Mapping[str, Any] | None, *, path: str = "loss") -> d
         value = _bounded(check(float, raw.get(name, default), f"{path}.{name}"), f"{path}.{name}")
         if value < 0:
             raise ConfigError(
-                _CONSTRAINT.format(path=f"{path}.{name}", requirement=">= 0", value=value)
+                _CONSTRAINT.format(path=f"{path}.{name}", requirement=">= 0", value=short(value))
             )
         resolved[name] = value
     return resolved
@@ -132,7 +132,8 @@ def _resolve_component(slot: str, raw: Any, path: str) -> dict[str, Any]:
         constraint = constraints.get(option)
         if constraint is not None and value is not None and not constraint.check(value):
             raise ConfigError(
-                _CONSTRAINT.format(path=where, requirement=constraint.requirement, value=value)
+                _CONSTRAINT.format(path=where, requirement=constraint.requirement,
+                                   value=short(value))
             )
         resolved[option] = value
     return resolved
@@ -144,7 +145,8 @@ def _bounded(value: Any, path: str) -> Any:
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         if abs(value) > NUMERIC_LIMIT:
             raise ConfigError(_CONSTRAINT.format(
-                path=path, requirement=f"in [-{NUMERIC_LIMIT:g}, {NUMERIC_LIMIT:g}]", value=value))
+                path=path, requirement=f"in [-{NUMERIC_LIMIT:g}, {NUMERIC_LIMIT:g}]",
+                value=short(value)))
     return value
 
 

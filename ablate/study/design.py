@@ -21,12 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ablate.errors import ConfigError
+from ablate.config import MAX_SEED
+from ablate.errors import ConfigError, short
 from ablate.stats.decide import Looks, Rule
 from ablate.typecheck import check, check_fields, mapping
 
 MAX_SEEDS = 1000  # per study: each seed is a trial of every variant
-MAX_SEED = 2**31 - 1  # torch and numpy take 32-bit seeds
 SEEDS_FORM = "expected a count >= 1, a non-empty list of seeds, or {initial, max, step}"
 
 
@@ -68,17 +68,17 @@ def parse_seeds(raw: Any) -> tuple[tuple[int, ...], AdaptiveSeeds | None]:
             if key not in body:
                 raise ConfigError(f"seeds.{key}: missing; {SEEDS_FORM}")
         adaptive = AdaptiveSeeds(**check_fields(AdaptiveSeeds, body, "seeds"))
-        _within(adaptive.initial, "seeds.initial", 2, MAX_SEEDS)
-        _within(adaptive.max, "seeds.max", adaptive.initial, MAX_SEEDS)
-        _within(adaptive.step, "seeds.step", 1, MAX_SEEDS)
+        within(adaptive.initial, "seeds.initial", 2, MAX_SEEDS)
+        within(adaptive.max, "seeds.max", adaptive.initial, MAX_SEEDS)
+        within(adaptive.step, "seeds.step", 1, MAX_SEEDS)
         return tuple(range(adaptive.max)), adaptive
     if isinstance(raw, int) and not isinstance(raw, bool):
-        return tuple(range(_within(raw, "seeds", 1, MAX_SEEDS))), None
+        return tuple(range(within(raw, "seeds", 1, MAX_SEEDS))), None
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(f"seeds: {SEEDS_FORM}, got {raw!r}")
+        raise ConfigError(f"seeds: {SEEDS_FORM}, got {short(raw)}")
     if len(raw) > MAX_SEEDS:
         raise ConfigError(f"seeds: at most {MAX_SEEDS} seeds, got {len(raw)}")
-    seeds = tuple(_within(check(int, s, f"seeds[{i}]"), f"seeds[{i}]", 0, MAX_SEED)
+    seeds = tuple(within(check(int, s, f"seeds[{i}]"), f"seeds[{i}]", 0, MAX_SEED)
                   for i, s in enumerate(raw))
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds: duplicate seeds in {list(seeds)}")
@@ -113,16 +113,16 @@ def parse_confirm(raw: Any, searched: tuple[int, ...], search: bool) -> ConfirmS
     unknown = set(body) - {"top_k", "seeds"}
     if unknown:
         raise ConfigError(f"confirm.{sorted(unknown)[0]}: unknown key; allowed: top_k, seeds")
-    top_k = _within(check(int, body.get("top_k", 3), "confirm.top_k"), "confirm.top_k", 1,
+    top_k = within(check(int, body.get("top_k", 3), "confirm.top_k"), "confirm.top_k", 1,
                     MAX_SEEDS)
     count = body.get("seeds", 8)
     if isinstance(count, int) and not isinstance(count, bool):
         start = max(searched) + 1
-        seeds = tuple(range(start, start + _within(count, "confirm.seeds", 2, MAX_SEEDS)))
+        seeds = tuple(range(start, start + within(count, "confirm.seeds", 2, MAX_SEEDS)))
     else:
         if not isinstance(count, list):
             raise ConfigError(f"confirm.seeds: expected a count >= 2 or a list of fresh "
-                              f"seeds, got {count!r}")
+                              f"seeds, got {short(count)}")
         seeds, _ = parse_seeds(count)
         reused = sorted(set(seeds) & set(searched))
         if reused:
@@ -131,7 +131,8 @@ def parse_confirm(raw: Any, searched: tuple[int, ...], search: bool) -> ConfirmS
     return ConfirmSpec(top_k, seeds)
 
 
-def _within(value: int, key: str, low: int, high: int) -> int:
+def within(value: Any, key: str, low: int, high: int) -> int:
+    """``value``, an int in ``[low, high]``; else an error naming ``key`` and the bound."""
     value = check(int, value, key)
     if value < low:
         raise ConfigError(f"{key}: must be >= {low}, got {value}")

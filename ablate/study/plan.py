@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.config import TrialConfig, apply_overrides, resolve_trial_config, shared_part
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, short
 from ablate.study.identity import SEARCH_PREFIX, TRIAL_INDEX, TrialIdentity
 from ablate.study.rungs import Rungs
 from ablate.study.schedulers import Schedule, build_schedule
@@ -336,7 +336,7 @@ def _check_search_space(spec: StudySpec) -> None:
             try:
                 resolve_trial_config({**raw, "seed": 0})
             except ConfigError as exc:
-                raise ConfigError(f"search.space.{key}={value!r}: {exc}") from None
+                raise ConfigError(f"search.space.{key}={short(value)}: {exc}") from None
 
 
 def _selection(spec: StudySpec) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from ablate.config import dotted
-from ablate.errors import AblateError
+from ablate.config import MAX_SEED, TRAIN_RANGES, dotted
+from ablate.errors import AblateError, short
 from ablate.metrics import METRICS
 
 if TYPE_CHECKING:
@@ -31,14 +31,29 @@ FAILED: TrialState = "failed"
 INTERRUPTED: TrialState = "interrupted"  # cut short by a stop of the driver: resumes next run
 TRIAL_STATES: tuple[str, ...] = get_args(TrialState)
 
+DRIVERS = ("running", "finished", "failed", "interrupted")
+TRIAL_KEYS = ("key", "variant", "seed", "state", "epoch", *METRICS)
+STUDY_KEYS = ("name", "spec_hash", "trials", "spec", "configs", "groups", "source", "dataset",
+              "dataset_sha256", "created")
+PROGRESS_KEYS = ("driver", "updated", "total", "trials")
+MAX_EPOCHS = int(TRAIN_RANGES["epochs"][1])
+MAX_TEXT = 4096  # characters of a name or path in a record
+MAX_TIME = 2.0**32  # seconds since the epoch (the year 2106): what a record's clock may say
+MAX_TRIALS = 10_000_000  # a study's: seeds x variants, or samples x seeds, at their limits
+
 RECORD_FIELDS = {"name": str, "spec_hash": str, "trials": list}
 NOT_A_RECORD = ("{path} is not a study record (expected a JSON object with {fields}); move it "
                 "away to start the study again")
-NOT_A_TRIAL = ("{path}: trials[{index}] is {entry!r}, not an object with a string key and "
+NOT_A_TRIAL = ("{path}: trials[{index}] is {entry}, not an object with a string key and "
                "variant and an integer seed (a record written by an older ablate); report from "
                "MLflow alone with --storage DIR of a directory without this study")
+DAMAGED_STUDY = ("{path}: {problem}; the study record is damaged: restore it from a backup, or "
+                 "move it away to start the study again")
+DAMAGED_PROGRESS = ("{path}: {problem}; the progress record is damaged: move it away (the next "
+                    "`ablate run` of the study writes it anew)")
 NOT_GROUPS = ("{path}: the study record's fused groups are not a mapping of group names to lists "
-              "of trial keys")
+              "of trial keys; restore it from a backup, or run the study anew under another "
+              "--name")
 
 
 @dataclass(frozen=True)
@@ -80,18 +95,42 @@ class TrialRecord:
         """The trial ``entry`` describes.
 
         Raises:
-            ValueError: It is not a ``{key, variant, seed, ...}`` object of sound values.
+            NotATrial: It is not a ``{key, variant, seed, ...}`` object.
+            ValueError: A value is out of its range, or a key unknown (names which).
         """
         if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
                 and isinstance(entry.get("variant"), str) and _is_int(entry.get("seed"))):
-            raise ValueError("not a trial")
-        state = entry.get("state", NOT_STARTED)
-        epoch = entry.get("epoch", 0)
-        if state not in TRIAL_STATES or not _is_int(epoch):
-            raise ValueError("not a trial")
-        metrics = {k: float(entry[k]) for k in METRICS
-                   if isinstance(entry.get(k), (int, float)) and not isinstance(entry[k], bool)}
+            raise NotATrial(short(entry))
+        unknown = sorted(set(entry) - set(TRIAL_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key {short(unknown[0])} (known: {', '.join(TRIAL_KEYS)})")
+        state, epoch = entry.get("state", NOT_STARTED), entry.get("epoch", 0)
+        for name in ("key", "variant"):
+            if not 0 < len(entry[name]) <= MAX_TEXT:
+                raise ValueError(f"{name} is not a name of 1 to {MAX_TEXT} characters")
+        _check_whole(entry["seed"], "seed", MAX_SEED)
+        _check_whole(epoch, "epoch", MAX_EPOCHS)
+        if state not in TRIAL_STATES:
+            raise ValueError(f"state is {short(state)}, not one of {', '.join(TRIAL_STATES)}")
+        for name in METRICS:
+            value = entry.get(name)
+            if name in entry and not (_is_number(value) and (0 <= value <= 1 or value != value)):
+                raise ValueError(f"{name} is {short(value)}, not a number in [0, 1]")
+        metrics = {k: float(entry[k]) for k in METRICS if k in entry}
         return cls(entry["key"], entry["variant"], entry["seed"], state, epoch, metrics)
+
+
+class NotATrial(ValueError):
+    """A record's trial entry that is not a ``{key, variant, seed}`` object at all."""
+
+
+def _check_whole(value: Any, name: str, high: int) -> None:
+    if not (_is_int(value) and 0 <= value <= high):
+        raise ValueError(f"{name} is {short(value)}, not a whole number in [0, {high}]")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _is_int(value: Any) -> bool:
@@ -160,20 +199,25 @@ class StudyRecord:
         if not isinstance(body, dict) or any(
                 not isinstance(body.get(k), t) for k, t in RECORD_FIELDS.items()):
             raise AblateError(NOT_A_RECORD.format(path=path, fields=", ".join(RECORD_FIELDS)))
+        try:
+            _check_study_fields(body)
+        except ValueError as exc:
+            raise AblateError(DAMAGED_STUDY.format(path=path, problem=exc)) from None
         trials = []
         for index, entry in enumerate(body["trials"]):
             try:
                 trials.append(TrialRecord.from_json(entry))
-            except ValueError:
+            except NotATrial:
                 raise AblateError(NOT_A_TRIAL.format(path=path, index=index,
-                                                     entry=entry)) from None
+                                                     entry=short(entry))) from None
+            except ValueError as exc:
+                raise AblateError(DAMAGED_STUDY.format(
+                    path=path, problem=f"trials[{index}]: {exc}")) from None
         return cls(name=body["name"], spec_hash=body["spec_hash"], trials=tuple(trials),
                    spec=_mapping(body.get("spec")), configs=_mapping(body.get("configs")),
                    groups=_groups(body.get("groups"), path), source=_text(body.get("source")),
                    dataset=_text(body.get("dataset")) or None,
-                   dataset_sha256=_text(body.get("dataset_sha256")),
-                   created=body.get("created") if isinstance(body.get("created"), (int, float))
-                   else None)
+                   dataset_sha256=_text(body.get("dataset_sha256")), created=body.get("created"))
 
     def changes_to(self, plan: Plan, limit: int = 8) -> list[str]:
         """What differs between this record and ``plan``: each changed key of the spec's
@@ -183,7 +227,7 @@ class StudyRecord:
         if self.spec:
             old_selection = {k: v for k, v in self.spec.items() if k not in ("base", "reference")}
             new_selection = json.loads(json.dumps(plan.selection(), default=str))
-            out += [f"{k}: {old_selection.get(k, '-')!r} -> {new_selection.get(k, '-')!r}"
+            out += [f"{k}: {short(old_selection.get(k, '-'))} -> {short(new_selection.get(k, '-'))}"
                     for k in sorted(set(old_selection) | set(new_selection))
                     if old_selection.get(k) != new_selection.get(k)]
         now = plan.variant_configs()
@@ -192,9 +236,36 @@ class StudyRecord:
                 out.append(f"{name}: {'removed' if name not in now else 'added'}")
                 continue
             old, new = dotted(self.configs[name]), dotted(now[name])
-            out += [f"{name}: {k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}"
+            out += [f"{name}: {k} {short(old.get(k, '-'))} -> {short(new.get(k, '-'))}"
                     for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
+
+
+def _check_study_fields(body: dict[str, Any]) -> None:
+    """The fields of a ``study.json`` beyond its shape: known keys, sound values.
+
+    Raises:
+        ValueError: Naming the first unsound field.
+    """
+    unknown = sorted(set(body) - set(STUDY_KEYS))
+    if unknown:
+        raise ValueError(f"unknown key {short(unknown[0])} (known: {', '.join(STUDY_KEYS)})")
+    for name in ("name", "spec_hash", "source", "dataset", "dataset_sha256"):
+        value = body.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) <= MAX_TEXT):
+            raise ValueError(f"{name} is {short(value)}, not a text of at most {MAX_TEXT} "
+                             f"characters")
+    for name in ("spec", "configs"):
+        if not isinstance(body.get(name, {}), dict):
+            raise ValueError(f"{name} is {short(body[name])}, not an object")
+    _check_time(body.get("created"), "created")
+    if len(body["trials"]) > MAX_TRIALS:
+        raise ValueError(f"more than {MAX_TRIALS:,} trials")
+
+
+def _check_time(value: Any, name: str) -> None:
+    if value is not None and not (_is_number(value) and 0 <= value <= MAX_TIME):
+        raise ValueError(f"{name} is {short(value)}, not a time (seconds since 1970)")
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -237,19 +308,41 @@ class ProgressRecord:
                 "trials": [t.to_json() for t in self.trials]}
 
     @classmethod
-    def from_json(cls, body: Any) -> ProgressRecord | None:
-        """The progress ``body`` holds; None when it is not a progress record (it is
-        informative only: the next run of the study rewrites it)."""
-        if not isinstance(body, dict) or not isinstance(body.get("trials"), list):
-            return None
+    def from_json(cls, body: Any, path: str) -> ProgressRecord:
+        """The progress ``body`` (parsed ``trials.json`` at ``path``) holds; a field a record
+        written before it existed leaves out takes its default.
+
+        Raises:
+            AblateError: It is not a progress record, or a value is unsound; names the file.
+        """
         try:
-            trials = tuple(TrialRecord.from_json(t) for t in body["trials"])
-        except ValueError:
-            return None
-        updated, total = body.get("updated"), body.get("total")
-        return cls(driver=str(body.get("driver")),
-                   updated=float(updated) if isinstance(updated, (int, float)) else 0.0,
-                   total=total if _is_int(total) else len(trials), trials=trials)
+            return cls._parse(body)
+        except ValueError as exc:
+            raise AblateError(DAMAGED_PROGRESS.format(path=path, problem=exc)) from None
+
+    @classmethod
+    def _parse(cls, body: Any) -> ProgressRecord:
+        if not isinstance(body, dict) or not isinstance(body.get("trials"), list):
+            raise ValueError(f"not an object with {', '.join(PROGRESS_KEYS)}")
+        unknown = sorted(set(body) - set(PROGRESS_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key {short(unknown[0])} (known: "
+                             f"{', '.join(PROGRESS_KEYS)})")
+        driver, updated = body.get("driver", "running"), body.get("updated", 0.0)
+        if driver not in DRIVERS:
+            raise ValueError(f"driver is {short(driver)}, not one of {', '.join(DRIVERS)}")
+        _check_time(updated, "updated")
+        trials = []
+        for index, entry in enumerate(body["trials"]):
+            try:
+                trials.append(TrialRecord.from_json(entry))
+            except ValueError as exc:
+                problem = "not an object with a key, variant and seed" if isinstance(
+                    exc, NotATrial) else str(exc)
+                raise ValueError(f"trials[{index}]: {problem}") from None
+        total = body.get("total", len(trials))
+        _check_whole(total, "total", MAX_TRIALS)
+        return cls(driver=driver, updated=float(updated), total=total, trials=tuple(trials))
 
 
 StageKind = Literal["search", "round", "confirm"]

@@ -21,12 +21,16 @@ acts on it, and a restarted driver seeds its actor from that snapshot.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ablate.errors import short
 from ablate.metrics import Mode
+
+SNAPSHOT_KEYS = ("milestones", "reduction_factor", "sign", "stopped", "recorded", "order")
 
 
 @dataclass
@@ -128,6 +132,9 @@ class Rungs:
         """
         if not isinstance(body, dict):
             raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+        unknown = sorted(set(body) - set(SNAPSHOT_KEYS))
+        if unknown:
+            raise ValueError(f"unknown key {short(unknown[0])} (known: {', '.join(SNAPSHOT_KEYS)})")
         recorded, stopped = body.get("recorded"), body.get("stopped")
         if not isinstance(recorded, dict) or not all(isinstance(r, dict)
                                                      for r in recorded.values()):
@@ -152,7 +159,32 @@ class Rungs:
         if set(rungs.recorded) != set(rungs.milestones):
             raise ValueError(f"'recorded' has milestones {sorted(rungs.recorded)}, not the "
                              f"rungs' {sorted(rungs.milestones)}")
+        rungs.check_decisions()
         return rungs
+
+    def check_decisions(self) -> None:
+        """Each recorded value is a metric's (signed, in [-1, 1]), and each stopped trial was
+        stopped where a decision is made: at an epoch it reached a milestone it is recorded
+        at (never below the grace period).
+
+        Raises:
+            ValueError: Naming the first trial that breaks this.
+        """
+        for milestone, values in self.recorded.items():
+            for key, value in values.items():
+                if not (abs(value) <= 1 or math.isnan(value)):
+                    raise ValueError(f"{short(key)} at epoch {milestone} is {value:g}, not a "
+                                     f"metric in [-1, 1]")
+        for key, epoch in self.stopped.items():
+            if not any(m <= epoch and key in self.recorded[m] for m in self.milestones):
+                raise ValueError(f"{short(key)} is stopped at epoch {epoch}, where no milestone it "
+                                 f"is recorded at was reached (milestones "
+                                 f"{sorted(self.milestones)})")
+
+    def keys(self) -> set[str]:
+        """Every trial the rungs know of."""
+        return ({key for values in self.recorded.values() for key in values}
+                | set(self.stopped) | set(self.order))
 
     def same_schedule(self, other: Rungs) -> bool:
         """Whether ``other`` has these milestones, reduction factor and direction (e.g. a

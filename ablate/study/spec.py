@@ -27,22 +27,26 @@ A study either ablates (``ablation``) or searches (``search``: Optuna or random 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from ablate.errors import ConfigError, reject_unknown
+from ablate.config import TRAIN_RANGES
+from ablate.errors import ConfigError, reject_unknown, short
 from ablate.metrics import METRICS as TEST_METRICS
 from ablate.metrics import VALIDATION_METRICS, Metric, Mode
 from ablate.stats.decide import Rule
 from ablate.study.design import (
+    MAX_SEEDS,
     AdaptiveSeeds,
     ConfirmSpec,
     parse_confirm,
     parse_decision,
     parse_seeds,
+    within,
 )
 from ablate.study.schedulers import SchedulerSpec
 from ablate.typecheck import check, check_fields, mapping
@@ -71,8 +75,12 @@ SELECT_ON_TEST = (
     "({allowed}), or set select_on_test: true to select on test (the report then marks the "
     "results test-tuned)"
 )
-MAX_RESOURCE = 1024  # per trial
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_RESOURCE = 1024  # per trial; also the most trials at a time
+MAX_SAMPLES = 10_000  # a search's configurations
+MAX_FAILURES = 100  # retries of one trial
+MAX_VARIANTS = 10_000  # of a grid, before duplicates are merged
+MAX_EPOCHS = int(TRAIN_RANGES["epochs"][1])
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the whole name: fullmatch
 
 
 @dataclass(frozen=True)
@@ -154,14 +162,6 @@ def _err(key: str, problem: str) -> ConfigError:
     return ConfigError(f"{key}: {problem}")
 
 
-def _at_least(value: Any, key: str, minimum: int) -> int:
-    """An int of at least ``minimum``."""
-    value = check(int, value, key)
-    if value < minimum:
-        raise _err(key, f"must be >= {minimum}, got {value}")
-    return value
-
-
 def _distribution(raw: Any, key: str) -> Distribution:
     raw = mapping(raw, key)
     if len(raw) != 1:
@@ -173,7 +173,7 @@ def _distribution(raw: Any, key: str) -> Distribution:
             raise _err(f"{key}.values", "expected a non-empty list")
         return Distribution(kind, tuple(args))
     if not isinstance(args, list) or len(args) != 2:
-        raise _err(f"{key}.{kind}", f"expected [low, high], got {args!r}")
+        raise _err(f"{key}.{kind}", f"expected [low, high], got {short(args)}")
     low, high = (check(int if kind == "int" else float, a, f"{key}.{kind}") for a in args)
     if not low < high or (kind == "loguniform" and low <= 0):
         raise _err(f"{key}.{kind}", f"expected 0 < low < high for loguniform and low < high "
@@ -186,7 +186,7 @@ def _trial_base(raw: Any, key: str) -> dict[str, Any]:
 
     if isinstance(raw, str):
         if raw not in PRESETS:
-            raise _err(key, f"unknown preset {raw!r}; allowed: {', '.join(sorted(PRESETS))} "
+            raise _err(key, f"unknown preset {short(raw)}; allowed: {', '.join(sorted(PRESETS))} "
                             f"or a mapping with model, loss, train")
         import copy
 
@@ -223,13 +223,13 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
     raw = mapping(raw, str(source) if source else "study")
     reject_unknown(raw, SPEC_KEYS, "")
     name = raw.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise _err("name", f"expected a name of letters, digits, '_', '.', '-' (max 64), "
-                           f"got {name!r}")
+                           f"got {short(name)}")
     dataset = raw.get("dataset", "synthetic")
     if not isinstance(dataset, str) or not dataset:
         raise _err("dataset", f"expected 'synthetic', 'synthetic:SCALE' or a path, "
-                              f"got {dataset!r}")
+                              f"got {short(dataset)}")
     overrides = mapping(raw.get("overrides"), "overrides")
     base = apply_overrides(_trial_base(raw.get("base", "full"), "base"), overrides)
     reference = None
@@ -240,6 +240,11 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
     reject_unknown(ablation, ("design", "axes"), "ablation")
     design = check(Design, ablation.get("design", "grid"), "ablation.design")
     axes = _axes(ablation["axes"], "ablation.axes") if "axes" in ablation else {}
+    combinations = (math.prod(len(v) for v in axes.values()) if design == "grid"
+                    else 1 + sum(len(v) for v in axes.values()))
+    if combinations > MAX_VARIANTS:
+        raise _err("ablation.axes", f"{combinations:,} combinations, more than the "
+                                    f"{MAX_VARIANTS:,} variants a study may have")
     if design == "add_one_in" and reference is None:
         raise _err("reference", "add_one_in needs a reference (the stripped-down variant the "
                                 "axes are added to), e.g. reference: baseline")
@@ -252,7 +257,7 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
                                 f"{MAX_RESOURCE}, got {vars(resources)}")
     base_name = raw.get("base_name", "base")
     if not isinstance(base_name, str) or not base_name:
-        raise _err("base_name", f"expected a non-empty string, got {base_name!r}")
+        raise _err("base_name", f"expected a non-empty string, got {short(base_name)}")
     description = check(str, raw.get("description", ""), "description")
 
     metric = check(Metric, raw.get("metric", "val_auc"), "metric")
@@ -273,8 +278,8 @@ def parse_spec(raw: Any, source: Path | None = None) -> StudySpec:
         reference=reference, seeds=seeds, search=search,
         scheduler=scheduler, metric=metric, select_on_test=select_on_test,
         mode=check(Mode, raw.get("mode", "max"), "mode"), resources=resources,
-        max_concurrent=_at_least(raw.get("max_concurrent", 2), "max_concurrent", 1),
-        max_failures=_at_least(raw.get("max_failures", 2), "max_failures", 0),
+        max_concurrent=within(raw.get("max_concurrent", 2), "max_concurrent", 1, MAX_RESOURCE),
+        max_failures=within(raw.get("max_failures", 2), "max_failures", 0, MAX_FAILURES),
         description=description, fuse=_fuse(raw, search),
         fuse_members=_fuse_members(raw), adaptive=adaptive,
         decision=parse_decision(raw.get("decision")),
@@ -295,7 +300,7 @@ def _search(raw: Mapping[str, Any], axes: Mapping[str, Any]) -> SearchSpec | Non
         raise _err("search.space", "no dimensions given")
     return SearchSpec(
         algorithm=check(Algorithm, body.get("algorithm", "optuna"), "search.algorithm"),
-        num_samples=_at_least(body.get("num_samples", 8), "search.num_samples", 1),
+        num_samples=within(body.get("num_samples", 8), "search.num_samples", 1, MAX_SAMPLES),
         space={str(k): _distribution(v, f"search.space.{k}") for k, v in space.items()})
 
 
@@ -304,8 +309,8 @@ def _scheduler(raw: Mapping[str, Any]) -> SchedulerSpec:
     if isinstance(body, str):
         body = {"type": body}
     scheduler = SchedulerSpec(**check_fields(SchedulerSpec, body, "scheduler"))
-    _at_least(scheduler.grace_period, "scheduler.grace_period", 1)
-    _at_least(scheduler.reduction_factor, "scheduler.reduction_factor", 2)
+    within(scheduler.grace_period, "scheduler.grace_period", 1, MAX_EPOCHS)
+    within(scheduler.reduction_factor, "scheduler.reduction_factor", 2, MAX_EPOCHS)
     return scheduler
 
 
@@ -324,7 +329,7 @@ def _fuse_members(raw: Mapping[str, Any]) -> int | None:
     if raw.get("fuse", "none") == "none":
         raise _err("fuse_members", "applies to fused studies (set fuse: seeds or compatible, "
                                    "or remove fuse_members)")
-    return _at_least(value, "fuse_members", 1)
+    return within(value, "fuse_members", 1, MAX_SEEDS * MAX_VARIANTS)
 
 
 def load_spec(path: Path) -> StudySpec:

@@ -25,8 +25,9 @@ def _planned(record: StudyRecord, stages: tuple[StageRecord, ...]) -> str:
     staged = sum(len(s.trials) for s in stages if s.kind != "search")
     if isinstance(search, dict):
         samples = search.get("num_samples", "?")
-        seeds = len(record.spec.get("seeds") or []) or 1
-        total = samples * seeds if isinstance(samples, int) else "?"
+        seeds = record.spec.get("seeds")
+        seeds = len(seeds) if isinstance(seeds, list) and seeds else 1
+        total = samples * seeds if type(samples) is int else "?"
         line = f"search of {samples} samples x {seeds} seed(s) = {total} planned trials"
         return line + (f", then {staged} confirming" if staged else "")
     if stages:

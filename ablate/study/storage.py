@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ablate.bounded import TooLarge, load_json
 from ablate.errors import AblateError
 from ablate.locks import FileLock, check_writable
 from ablate.study.record import ProgressRecord, StageRecord, StudyRecord, stages_from_json
@@ -36,6 +37,14 @@ STAGES_FILE = "stages.json"
 TUNE_DIR = "tune"
 UNWRITABLE = ("cannot write {path} ({problem}); free space there (or fix the storage) and run "
               "the same command to resume")
+MAX_RECORD_BYTES = 256 << 20  # a record of the largest study is tens of MiB
+DAMAGED_FILE = "{path} is corrupt ({problem}); {remedy}"
+REMEDIES = {
+    STUDY_FILE: "move it away to start the study again",
+    PROGRESS_FILE: "move it away (the next `ablate run` of the study writes it anew)",
+    RUNGS_FILE: "restore it from a backup, or run the study anew under another --name",
+    STAGES_FILE: "restore it from a backup, or run the study anew under another --name",
+}
 
 
 def _is_uri(path: str) -> bool:
@@ -103,12 +112,15 @@ class StudyDir:
         self._write_json(STUDY_FILE, record.to_json())
 
     def read_progress(self) -> ProgressRecord | None:
-        """``trials.json``; None when absent or not a progress record (it is informative only:
-        the next run of the study rewrites it)."""
-        try:
-            return ProgressRecord.from_json(self._read_json(PROGRESS_FILE))
-        except AblateError:
-            return None
+        """``trials.json``; None when the study has none yet.
+
+        Raises:
+            AblateError: The file is damaged (naming it; it records progress only, and the
+                next run of the study writes it anew once it is moved away).
+        """
+        body = self._read_json(PROGRESS_FILE)
+        return None if body is None else ProgressRecord.from_json(
+            body, f"{self.root}/{PROGRESS_FILE}")
 
     def write_progress(self, progress: ProgressRecord) -> None:
         self._write_json(PROGRESS_FILE, progress.to_json())
@@ -136,18 +148,30 @@ class StudyDir:
         self._write_json(RUNGS_FILE, rungs)
 
     def _read_json(self, name: str) -> Any:
+        """One of the study's JSON files, parsed within bounds; None when it is absent.
+
+        Raises:
+            AblateError: It is larger than :data:`MAX_RECORD_BYTES`, not UTF-8 JSON, or nests
+                too deep; naming the file and what to do.
+        """
         import pyarrow.fs
 
         fs, path = self._fs()
         info = fs.get_file_info(f"{path}/{name}")
         if info.type == pyarrow.fs.FileType.NotFound:
             return None
+        where = f"{self.root}/{name}"
+        if info.size is not None and info.size > MAX_RECORD_BYTES:
+            raise AblateError(DAMAGED_FILE.format(
+                path=where, problem=f"larger than {MAX_RECORD_BYTES >> 20} MiB",
+                remedy=REMEDIES[name]))
         with fs.open_input_stream(f"{path}/{name}") as f:
             try:
-                return json.loads(f.read().decode())
-            except ValueError:  # not UTF-8, or not JSON
-                raise AblateError(f"{self.root}/{name} is corrupt (not JSON); move it away "
-                                  f"to start the study again") from None
+                return load_json(f.read().decode())
+            except ValueError as exc:  # not UTF-8, not JSON, or too deep (bounded.TooLarge)
+                problem = str(exc) if isinstance(exc, TooLarge) else "not JSON"
+                raise AblateError(DAMAGED_FILE.format(path=where, problem=problem,
+                                                      remedy=REMEDIES[name])) from None
 
     def _write_json(self, name: str, body: dict[str, Any]) -> None:
         fs, path = self._fs()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ablate.config import TrialConfig, apply_overrides, resolve_trial_config
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, short
 
 if TYPE_CHECKING:
     from ablate.study.spec import StudySpec
@@ -140,7 +140,7 @@ def variants(spec: StudySpec, base_cfg: TrialConfig | None = None) -> list[Varia
         for combo in itertools.product(*(spec.axes[k] for k in keys)):
             raw, applied = _apply(spec.base, dict(zip(keys, combo, strict=True)))
             add(raw, applied, spec.base_name,
-                "ablation.axes " + ", ".join(f"{k}={v!r}" for k, v in applied.items()))
+                "ablation.axes " + ", ".join(f"{k}={short(v)}" for k, v in applied.items()))
         return out
     start = spec.reference if spec.design == "add_one_in" else spec.base
     assert start is not None
@@ -151,7 +151,7 @@ def variants(spec: StudySpec, base_cfg: TrialConfig | None = None) -> list[Varia
         for value in spec.axes[key]:
             raw, applied = _apply(start, {key: value})
             prefix = f"{ref_name}+" if spec.design == "add_one_in" else ""
-            add(raw, applied, start_name, f"ablation.axes.{key}={value!r}", prefix)
+            add(raw, applied, start_name, f"ablation.axes.{key}={short(value)}", prefix)
     if spec.design == "add_one_in":
         add(spec.base, {}, spec.base_name, "base")
     return out
