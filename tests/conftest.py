@@ -21,15 +21,20 @@ from tests.studykit import (
 )
 
 
+# Marks of tests that take many minutes in all: they run only when asked for by name, as CI
+# does after the README's command (``pytest -m faults``, then ``pytest -m claims``).
+OPT_IN = ("faults", "claims")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The held-out benchmark claims (marker ``claims``) take minutes of training: they run
-    only when asked for by name (``pytest -m claims``, as CI does after the rest)."""
-    if "claims" in (config.getoption("markexpr") or ""):
-        return
-    claims = [item for item in items if item.get_closest_marker("claims")]
-    if claims:
-        config.hook.pytest_deselected(items=claims)
-        items[:] = [item for item in items if not item.get_closest_marker("claims")]
+    """Leaves out the tests of each :data:`OPT_IN` mark that ``-m`` does not name."""
+    asked = config.getoption("markexpr") or ""
+    left_out = [item for item in items
+                if any(item.get_closest_marker(mark) for mark in OPT_IN if mark not in asked)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        kept = set(map(id, items)) - set(map(id, left_out))
+        items[:] = [item for item in items if id(item) in kept]
 
 
 @pytest.fixture

@@ -108,6 +108,7 @@ def test_adaptive_seeds_go_only_where_undecided(adaptive_study: tuple[Path, str]
         "base": 4.0, "train.eval_every=1": 2.0, "como=none": 4.0}
 
 
+@pytest.mark.faults
 def test_adaptive_study_killed_mid_round_resumes_with_the_same_decisions(
         adaptive_study: tuple[Path, str], tmp_path: Path) -> None:
     """SIGKILL while round 2 trains, then the same command: the pinned round runs to the end,

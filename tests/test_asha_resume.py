@@ -190,6 +190,7 @@ def _search(directory: Path, cache: Path) -> tuple[list[str], dict[str, str], Pa
     return args, study_env(cache), directory / "runs" / "hpo", uri
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_search_killed_after_its_first_asha_decision_decides_as_an_uninterrupted_one(
         tmp_path: Path) -> None:

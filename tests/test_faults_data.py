@@ -124,6 +124,7 @@ def stopped(tmp_path_factory: pytest.TempPathFactory) -> Stopped:
     return Stopped(tmp_path_factory.mktemp("mixed"))
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_a_stopped_study_rerun_on_regenerated_data_is_refused(stopped: Stopped) -> None:
     """Finding 3: stop, delete study.json, regenerate the store with another seed, rerun: was
@@ -150,6 +151,7 @@ def test_a_stopped_study_rerun_on_regenerated_data_is_refused(stopped: Stopped) 
     assert checkpoints and set(checkpoints) == {stopped.old}  # none of the new data
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 @pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
 def test_without_study_json_or_mlflow_the_checkpoints_refuse(stopped: Stopped, tmp_path: Path,
@@ -173,6 +175,7 @@ def test_without_study_json_or_mlflow_the_checkpoints_refuse(stopped: Stopped, t
     assert files_of(stopped.root) == before
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_with_study_json_the_record_refuses(stopped: Stopped) -> None:
     path = stopped.root / "study.json"
@@ -188,6 +191,7 @@ def test_with_study_json_the_record_refuses(stopped: Stopped) -> None:
     assert f"(features sha256 {stopped.old}, now {stopped.new})" in line
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`get_checkpoint` is meant")  # called outside Tune here
 def test_a_trial_offered_a_checkpoint_of_other_data_refuses(stopped: Stopped) -> None:
@@ -212,6 +216,7 @@ def test_a_trial_offered_a_checkpoint_of_other_data_refuses(stopped: Stopped) ->
                     data_sha256="0" * 64)
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_adopting_finished_runs_of_other_data_is_refused(tmp_path: Path) -> None:
     """Ray's state lost (another --storage): finished runs are adopted from MLflow, but not
@@ -248,6 +253,7 @@ def _train(out: Path, store: Path, env: dict[str, str], epochs: int = 1) -> Any:
                 str(epochs)], out.parent, env)
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_train_out_of_other_data_is_refused(tmp_path: Path) -> None:
     """Finding 4: ``ablate train --out`` of a trial trained on another store printed that

@@ -114,6 +114,7 @@ def test_report_and_ui_refuse_a_bad_store_in_one_line(store: str, tmp_path: Path
     _refused(["ui", "--tracking-uri", uri], tmp_path, cache, needle)
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 @pytest.mark.parametrize("store", list(BAD_STORES))
 def test_run_refuses_a_bad_store_in_one_line(store: str, tmp_path: Path, cache: Path) -> None:
@@ -140,6 +141,7 @@ def _per_key(uri: str) -> Counter:
                    for r in trial_runs(uri, "smoke"))
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_two_drivers_on_two_storages_and_one_new_store(tmp_path: Path, cache: Path) -> None:
     """Started at the same moment on a store that does not exist yet: the store is created

@@ -127,6 +127,7 @@ def test_compatible_variants_fuse_into_one_model_with_the_separate_results(
     assert_same_results(metrics["compatible"], metrics["apart"])
 
 
+@pytest.mark.faults
 def test_fused_study_killed_mid_trial_resumes_every_member(tmp_path: Path) -> None:
     from tests.test_faults import kill
 
@@ -252,6 +253,7 @@ def test_auto_sized_fused_study_with_asha_on_cpu(tmp_path: Path, local_ray) -> N
     assert sorted(finals) == sorted(stopped.get(k, 4) for g in groups.values() for k in g)
 
 
+@pytest.mark.faults
 def test_fused_asha_study_killed_keeps_its_decisions(tmp_path: Path) -> None:
     """Killed mid-study and run again: the rungs come back from their snapshot, so no member
     trains past the epoch it was stopped at, and every trial still has one complete run."""

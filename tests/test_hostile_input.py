@@ -424,6 +424,7 @@ def _run_ids(workdir: Path) -> dict[str, str]:
     return {r.data.tags["ablate.trial_key"]: r.info.run_id for r in runs}
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "planted"])
 def test_a_finished_study_reruns_without_unpickling_tune_state(finished_study: Path,
@@ -443,6 +444,7 @@ def test_a_finished_study_reruns_without_unpickling_tune_state(finished_study: P
     assert _run_ids(workdir) == before
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_a_finished_search_reruns_without_unpickling_either_stage(tmp_path: Path,
                                                                   local_ray) -> None:
@@ -470,6 +472,7 @@ def test_a_finished_search_reruns_without_unpickling_either_stage(tmp_path: Path
     assert {r.info.run_id for r in trial_runs(uri, "searched")} == before
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_a_renamed_group_is_one_line_naming_the_record(finished_study: Path,
                                                        tmp_path: Path) -> None:
@@ -483,6 +486,7 @@ def test_a_renamed_group_is_one_line_naming_the_record(finished_study: Path,
     assert _snapshot(workdir / "runs") == before
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_report_of_a_damaged_record_is_one_line(finished_study: Path, tmp_path: Path) -> None:
     workdir = _copy(finished_study, tmp_path)
@@ -494,6 +498,7 @@ def test_report_of_a_damaged_record_is_one_line(finished_study: Path, tmp_path: 
     _one_line(result, str(record), "nests deeper than 64 levels")
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_a_truncated_tuner_pkl_of_a_stopped_study_adopts_from_mlflow(tmp_path: Path) -> None:
     """The study is stopped (SIGTERM) after its first trial finished; ``tuner.pkl`` is then cut

@@ -132,6 +132,7 @@ def assert_same_results(study: Smoke, reference: SmokeStudy,
                 expected[key].data.metrics[metric], rel=1e-9, abs=1e-12), (key, metric)
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_sigterm_to_the_process_group_mid_study(tmp_path: Path, smoke_study: SmokeStudy
                                                 ) -> None:
@@ -145,6 +146,7 @@ def test_sigterm_to_the_process_group_mid_study(tmp_path: Path, smoke_study: Smo
     assert_same_results(study, smoke_study)
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_sigint_to_the_process_group_mid_study(tmp_path: Path) -> None:
     study = Smoke(tmp_path)
@@ -164,6 +166,7 @@ def _ray_starting(driver: Driver) -> bool:
     return False
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, expected", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stop_while_ray_starts(tmp_path: Path, signum: int, expected: int) -> None:
@@ -179,6 +182,7 @@ def test_a_stop_while_ray_starts(tmp_path: Path, signum: int, expected: int) -> 
     assert all(r.info.status != "RUNNING" for r in study.runs().values())
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_a_stop_as_tune_starts_counts_only_what_is_done(tmp_path: Path) -> None:
     """Trials Tune created but never ran are no phantom ``cfg-...`` rows, and not done."""
@@ -198,6 +202,7 @@ def test_a_stop_as_tune_starts_counts_only_what_is_done(tmp_path: Path) -> None:
     assert_nothing_passes_for_a_result(study)
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_a_second_driver_is_refused_before_ray_starts(tmp_path: Path) -> None:
     study = Smoke(tmp_path)
@@ -247,6 +252,7 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_rerun_is_exact(tmp_path: Path, small_disk: Path,
                                                          smoke_study: SmokeStudy) -> None:

@@ -37,7 +37,7 @@ from tests.studykit import (
 )
 
 EPOCHS = 3
-pytestmark = pytest.mark.slow  # each study trains on a local Ray: about a minute
+pytestmark = [pytest.mark.slow, pytest.mark.faults]  # each study trains on a local Ray: a minute
 
 
 @pytest.fixture(scope="module")

@@ -120,6 +120,7 @@ def _session_processes(session_id: int) -> dict[int, str]:
     return processes
 
 
+@pytest.mark.faults
 def test_sigkill_mid_study_then_the_same_command_completes(
         tmp_path: Path, new_tracking_store: Callable[[Path], str]) -> None:
     new_tracking_store(tmp_path)  # the driver's default ./mlflow.db, without its schema setup
