@@ -20,7 +20,6 @@ from tests.studykit import (
     run_in_process,
 )
 
-
 # Marks of tests that take many minutes in all: they run only when asked for by name, as CI
 # does after the README's command (``pytest -m faults``, then ``pytest -m claims``).
 OPT_IN = ("faults", "claims")

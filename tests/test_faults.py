@@ -76,6 +76,9 @@ class Study:
         result = run(self.args, self.directory, self.env, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"{TRIALS}/{TRIALS} trials done, 0 failed" in result.stdout
+        # Nor a traceback (Ray's checkpoint manager once failed on a checkpoint it had deleted
+        # after the killed driver's last snapshot).
+        assert "Traceback" not in result.stderr, result.stderr
         assert_study_complete(self.tracking_uri, self.root, self.epochs)
         return result.stdout + result.stderr
 

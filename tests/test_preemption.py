@@ -304,5 +304,38 @@ def test_a_trial_that_failed_on_a_full_disk_is_told_from_its_own_failure(
     found = _full_disk(trial)  # type: ignore[arg-type]
     assert (found is not None) == full
     if full:
-        assert found.errno == errno.ENOSPC and found.strerror == "No space left on device"
+        assert found.errno == errno.ENOSPC
     assert _full_disk(SimpleNamespace(pickled_error_file=None)) is None  # type: ignore[arg-type]
+
+
+def test_a_restored_trial_whose_checkpoint_tune_deleted_restores_from_its_newest(
+        tmp_path: Path) -> None:
+    """A driver killed after Tune deleted checkpoint 0 (at checkpoint 2) but before its next
+    snapshot: the snapshot restores the trial from checkpoint 0. Tune's checkpoint manager is
+    pointed at the newest one on the storage, with the result it was reported with."""
+    import pyarrow.fs
+    from ray.train import CheckpointConfig
+    from ray.train._internal.checkpoint_manager import _CheckpointManager
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint
+
+    from ablate.engine.callback import forget_deleted_checkpoints
+
+    root = tmp_path / "trial"
+    for name in ("checkpoint_000001", "checkpoint_000002"):
+        (root / name).mkdir(parents=True)
+    rows = [{"epoch": e, "training_iteration": e, "checkpoint_dir_name": f"checkpoint_00000{e - 1}"}
+            for e in (1, 2, 3)]
+    (root / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fs = pyarrow.fs.LocalFileSystem()
+    manager = _CheckpointManager(CheckpointConfig(num_to_keep=2))
+    manager.register_checkpoint(_TrainingResult(
+        Checkpoint(str(root / "checkpoint_000000"), fs), rows[0]))  # the snapshot's, deleted
+    trial = SimpleNamespace(run_metadata=SimpleNamespace(checkpoint_manager=manager),
+                            storage=SimpleNamespace(storage_filesystem=fs,
+                                                    trial_fs_path=str(root)))
+    forget_deleted_checkpoints(trial)  # type: ignore[arg-type]
+    latest = manager.latest_checkpoint_result
+    assert latest.checkpoint.path == str(root / "checkpoint_000002")
+    assert latest.metrics["epoch"] == 3 and latest.metrics["training_iteration"] == 3
+    assert [r.checkpoint.path for r in manager.best_checkpoint_results] == [latest.checkpoint.path]

@@ -7,9 +7,11 @@ writer), prints progress and keeps ``trials.json``.
 from __future__ import annotations
 
 import errno
+import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
 
@@ -110,7 +112,7 @@ class StudyCallback(Callback):
         full = _full_disk(trial)
         if full is not None:  # the storage's fault, not the trial's: the study stops here,
             raise AblateError(UNWRITABLE.format(  # and its runs are closed KILLED, to resume
-                path=full.filename or trial.storage.trial_fs_path, problem=full.strerror))
+                path=full.filename or trial.storage.trial_fs_path, problem=os.strerror(full.errno)))
         for member in ctx.members(trial.trial_id, trial.config):
             if ctx.row(member).epoch >= member.trial.config.train.epochs:  # a fused member
                 ctx.update(member, state=DONE)                            # that finished
@@ -145,22 +147,54 @@ def _full_disk(trial: Trial) -> OSError | None:
 
 
 def forget_deleted_checkpoints(trial: Trial) -> None:
-    """Drops the checkpoints a restored trial lists that are gone from the storage.
+    """Drops the checkpoints a restored trial lists that are gone from the storage; one it
+    would restore from that is gone is replaced by its newest checkpoint there.
 
     Tune deletes a trial's oldest checkpoint (beyond ``num_to_keep``) when it registers a new
     one, and snapshots its state only every few seconds: a driver killed in between leaves a
-    snapshot that lists a deleted checkpoint. Resumed from it, Tune deletes that checkpoint
-    again at the trial's next one, and its checkpoint manager fails on the missing path (a
+    snapshot that lists a deleted checkpoint, possibly as the one to restore from. Resumed from
+    it, Tune would fail the trial ("does not exist on storage anymore"), or delete that
+    checkpoint again at the trial's next one and fail on the missing path (a
     ``FileNotFoundError`` traceback, and the new checkpoint left out of the next snapshot).
+    Tune calls :meth:`StudyCallback.on_trial_start` before it restores the trial.
     """
+    manager = trial.run_metadata.checkpoint_manager
+    latest = manager.latest_checkpoint_result
+    if latest is not None and latest.checkpoint is not None and _gone(latest.checkpoint):
+        newest = _newest_checkpoint(trial, latest.metrics)
+        manager._latest_checkpoint_result = latest = newest
+    manager._checkpoint_results = [
+        result for result in manager._checkpoint_results
+        if result.checkpoint is None or result is latest or not _gone(result.checkpoint)]
+    if latest is not None and latest not in manager._checkpoint_results:
+        manager._checkpoint_results.append(latest)
+
+
+def _gone(checkpoint: Any) -> bool:
     import pyarrow.fs
 
-    manager = trial.run_metadata.checkpoint_manager
-    kept = []
-    for result in manager._checkpoint_results:
-        checkpoint = result.checkpoint
-        if (checkpoint is None or result is manager.latest_checkpoint_result
-                or checkpoint.filesystem.get_file_info(checkpoint.path).type
-                != pyarrow.fs.FileType.NotFound):
-            kept.append(result)
-    manager._checkpoint_results = kept
+    info = checkpoint.filesystem.get_file_info(checkpoint.path)
+    return info.type == pyarrow.fs.FileType.NotFound
+
+
+def _newest_checkpoint(trial: Trial, metrics: dict[str, Any]) -> Any:
+    """The trial's newest checkpoint on the storage, with the result it was reported with
+    (``result.json``; else ``metrics``); None if it has none."""
+    import pyarrow.fs
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint
+
+    fs, root = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+    names = sorted(info.base_name for info in fs.get_file_info(pyarrow.fs.FileSelector(root))
+                   if info.type == pyarrow.fs.FileType.Directory
+                   and info.base_name.startswith("checkpoint_"))
+    if not names:
+        return None
+    try:
+        with fs.open_input_stream(f"{root}/result.json") as file:
+            rows = [json.loads(line) for line in file.read().decode().splitlines() if line]
+    except (OSError, ValueError):
+        rows = []
+    reported = next((row for row in reversed(rows) if isinstance(row, dict)
+                     and row.get("checkpoint_dir_name") == names[-1]), metrics)
+    return _TrainingResult(Checkpoint(f"{root}/{names[-1]}", fs), reported)
