@@ -431,3 +431,14 @@ def assert_study_complete(tracking_uri: str, study_root: Path, epochs: int,
             f"{key}: artifacts {artifacts}")
     parents = client.search_runs([runs[0].info.experiment_id], "tags.`ablate.role` = 'study'")
     assert [p.info.status for p in parents] == ["FINISHED"]
+
+
+class PlantedPickle:
+    """A pickle that makes the directory ``marker`` when it is unpickled: planted in a file
+    that must never be unpickled, its marker shows whether it was."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)

@@ -38,6 +38,7 @@ from ablate.cli import cli
 from tests.studykit import (
     ABLATE,
     TRACKING_STORES,
+    PlantedPickle,
     assert_ran,
     assert_study_complete,
     run_in_process,
@@ -387,16 +388,6 @@ def test_run_with_a_damaged_record_is_one_line_and_writes_nothing(
 
 # -- real studies: Ray's pickles, and groups renamed ----------------------------------------------
 
-class _Payload:
-    """A pickle that makes a directory when it is unpickled."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.mkdir, (str(self.marker),)
-
-
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory: pytest.TempPathFactory, local_ray) -> Path:
     """The fused ASHA study of :func:`_spec`, run to the end in this process: its directory
@@ -434,7 +425,7 @@ def test_a_finished_study_reruns_without_unpickling_tune_state(finished_study: P
     tuner = workdir / "runs" / NAME / "tune" / "tuner.pkl"
     marker = tmp_path / "unpickled"
     tuner.write_bytes(tuner.read_bytes()[:40] if damage == "truncated"
-                      else pickle.dumps(_Payload(marker)))
+                      else pickle.dumps(PlantedPickle(marker)))
     planted, before = tuner.read_bytes(), _run_ids(workdir)
     result = _rerun(workdir)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -459,7 +450,7 @@ def test_a_finished_search_reruns_without_unpickling_either_stage(tmp_path: Path
     TRACKING_STORES.new(tmp_path)
     assert_ran(run_in_process(["run", str(path), "--quiet"], tmp_path), "the search")
     root, marker = tmp_path / "runs" / "searched", tmp_path / "unpickled"
-    planted = pickle.dumps(_Payload(marker))
+    planted = pickle.dumps(PlantedPickle(marker))
     for stage in ("tune", "tune-confirm"):
         (root / stage / "tuner.pkl").write_bytes(planted)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

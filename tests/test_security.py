@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.studykit import run, study_env, write_spec
+from tests.studykit import PlantedPickle, run, study_env, write_spec
 
 PLUGIN_MODULE = '''
 """A head component shipped by another package, registered through an entry point."""
@@ -209,16 +209,6 @@ def test_python_tags_in_a_trial_config_and_in_set_are_refused(tmp_path: Path) ->
     assert not marker.exists()
 
 
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return os.mkdir, (str(self.marker),)
-
-
 def test_a_checkpoint_carrying_code_is_refused_unexecuted(tmp_path: Path) -> None:
     import torch
 
@@ -226,7 +216,7 @@ def test_a_checkpoint_carrying_code_is_refused_unexecuted(tmp_path: Path) -> Non
     from ablate.train.checkpoint import LATEST, load_checkpoint
 
     marker = tmp_path / "executed"
-    torch.save({"epoch": 1, "model": {}, "extra": _Payload(marker)}, tmp_path / LATEST)
+    torch.save({"epoch": 1, "model": {}, "extra": PlantedPickle(marker)}, tmp_path / LATEST)
     with pytest.raises(AblateError, match=r"checkpoint\.pt \(corrupt, or holds more than "
                                           r"tensors and plain data: UnpicklingError\)"):
         load_checkpoint(tmp_path)

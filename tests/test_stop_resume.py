@@ -22,6 +22,7 @@ import pytest
 from tests.studykit import (
     TRACKING_STORES,
     Driver,
+    PlantedPickle,
     assert_study_complete,
     reported_epoch_with_epochs_to_go,
     results,
@@ -125,7 +126,7 @@ def test_status_reads_plain_records_and_runs_no_planted_code(sigint_study,
 
     study, _ = sigint_study
     marker = tmp_path / "executed"
-    payload = pickle.dumps(_Payload(marker))
+    payload = pickle.dumps(PlantedPickle(marker))
     tune = study.root / "tune"
     saved = {p: p.read_bytes() for p in [*tune.glob("experiment_state-*.json"),
                                          tune / "tuner.pkl"]}
@@ -145,16 +146,6 @@ def test_status_reads_plain_records_and_runs_no_planted_code(sigint_study,
     assert "2 planned trials" in lines[0]
     assert any(line.split()[:2] == ["base/seed0", "interrupted"] for line in lines)
     assert lines[-1].startswith("last run: interrupted; run the same command to resume")
-
-
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return os.mkdir, (str(self.marker),)
 
 
 @pytest.fixture(scope="module")
