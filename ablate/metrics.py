@@ -8,6 +8,11 @@ compared with the concatenated frame-level ground truth (RTFM's ``test_10crop.py
 - ``ap``: the field's "AP", ``auc(recall, precision)`` from ``precision_recall_curve`` — the
   trapezoidal area, which is what UCF-Crime / XD-Violence papers report.
 - ``ap_sklearn``: ``average_precision_score`` (step-wise), recorded so both are on hand.
+- ``auc_abnormal``: the field's AUC_A, the same frame AUC over the frames of the abnormal test
+  videos only (a video is abnormal when its ground truth has an abnormal frame). A detector that
+  only knows each video's label scores 0.5 here, so it measures *localisation* within a video,
+  which the pooled AUC mixes with telling abnormal videos from normal ones. NaN when no video has
+  both normal and abnormal frames.
 
 A ground truth whose length differs from ``frames_per_snippet × total snippets`` is an error:
 trimming it silently would score the wrong frames.
@@ -24,7 +29,7 @@ import numpy as np
 
 T = TypeVar("T")
 
-TestMetric = Literal["auc", "ap", "ap_sklearn"]
+TestMetric = Literal["auc", "ap", "ap_sklearn", "auc_abnormal"]
 ValidationMetric = Literal["val_auc", "val_ap"]
 Metric = Literal[ValidationMetric, TestMetric]
 """What a study may rank, select and stop trials on: validation metrics, then test metrics."""
@@ -33,14 +38,14 @@ Mode = Literal["max", "min"]
 METRICS: tuple[str, ...] = get_args(TestMetric)
 """The metrics :func:`evaluate` returns; a study ranks its trials by one of them."""
 
-TABLE_METRICS = METRICS[:2]
-"""What tables report: the frame-level test AUC and the field's AP, as papers report them
-(``ap_sklearn`` is recorded for reference only)."""
+TABLE_METRICS = ("auc", "auc_abnormal", "ap")
+"""What tables report: the frame-level test AUC, AUC_A beside it, and the field's AP, as papers
+report them (``ap_sklearn`` is recorded for reference only)."""
 
 EPOCH_METRICS = (*METRICS, "loss")
 """What a trial logs after every epoch: the metrics and the mean training loss."""
 
-METRIC_LABELS = {**dict(zip(METRICS, ("AUC", "AP", "AP (sklearn)"), strict=True)),
+METRIC_LABELS = {**dict(zip(METRICS, ("AUC", "AP", "AP (sklearn)", "AUC_A"), strict=True)),
                  "val_auc": "val AUC", "val_ap": "val AP"}
 """How reports and plots name each metric."""
 
@@ -107,7 +112,24 @@ def evaluate(snippet_scores: Sequence[np.ndarray], frame_gt: np.ndarray,
         "auc": float(auc(fpr, tpr)),
         "ap": float(auc(recall, precision)),
         "ap_sklearn": float(average_precision_score(gt, pred)),
+        "auc_abnormal": _auc_within_abnormal(snippet_scores, pred, gt, frames_per_snippet),
     }
+
+
+def _auc_within_abnormal(snippet_scores: Sequence[np.ndarray], pred: np.ndarray, gt: np.ndarray,
+                         frames_per_snippet: int) -> float:
+    """AUC_A: the frame AUC over the frames of the videos whose ground truth has an anomaly."""
+    from sklearn.metrics import auc, roc_curve
+
+    frames = [np.asarray(s).size * frames_per_snippet for s in snippet_scores]
+    keep = np.concatenate([np.full(n, bool(part.any()))
+                           for n, part in zip(frames, np.split(gt, np.cumsum(frames)[:-1]),
+                                              strict=True)])
+    within = gt[keep]
+    if within.size == 0 or within.min() == within.max():
+        return math.nan
+    fpr, tpr, _ = roc_curve(within, pred[keep])
+    return float(auc(fpr, tpr))
 
 
 def curves(snippet_scores: Sequence[np.ndarray], frame_gt: np.ndarray,
