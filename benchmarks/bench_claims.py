@@ -1,4 +1,4 @@
-"""The method's registered claims, decided on held-out draws: every relation variant, final AUC.
+"""The method's registered claims, decided on held-out draws: every relation variant, final AUC and AUC_A.
 
     python benchmarks/bench_claims.py [--benchmarks 3 4] [--seeds 20 21 ... 29] [--json F]
 
@@ -33,13 +33,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                         help="train.device of every trial (default cpu, as CI runs the claims)")
-    parser.add_argument("--json", help="also write the per-seed AUCs to this file")
-    parser.add_argument("--from-json", help="decide from per-seed AUCs written by --json")
+    parser.add_argument("--json", help="also write the per-seed AUCs and AUC_As to this file")
+    parser.add_argument("--from-json", help="decide from per-seed results written by --json")
     args = parser.parse_args()
     start = time.perf_counter()
     if args.from_json:
         with open(args.from_json) as f:
-            results = ClaimResults({int(b): v for b, v in json.load(f).items()})
+            results = ClaimResults.from_json(json.load(f))
     else:
         results = measure_claims(args.benchmarks, args.seeds, args.workers,
                                  overrides={"train.device": args.device})
@@ -51,7 +51,7 @@ def main() -> None:
         print(f"\n{trials} trials in {time.perf_counter() - start:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results.auc, f, indent=1)
+            json.dump(results.to_json(), f, indent=1)
 
 
 if __name__ == "__main__":

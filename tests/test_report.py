@@ -109,7 +109,8 @@ def write_study(env: Env, name: str, trials: list[Trial], *,
         # Rising curves that end at the chosen final values.
         tracker.log_epochs(run_id, [
             {"epoch": e, "auc": t.auc - 0.02 * (t.epochs - e), "ap": t.ap - 0.02 * (t.epochs - e),
-             "loss": 1.0 / e} for e in range(1, t.epochs + 1)])
+             "auc_abnormal": t.auc - 0.1 - 0.02 * (t.epochs - e), "loss": 1.0 / e}
+            for e in range(1, t.epochs + 1)])
         if t.status == "FINISHED":
             longest = max(u.epochs for u in trials)  # a scheduler stopped the shorter ones
             tracker.finish(run_id, [("scores", _scores_file(scratch / run_id, t.seed))],
@@ -242,9 +243,9 @@ def test_report_json(abl: Path):
 def test_report_markdown_and_latex(abl: Path):
     md = (abl / "ablation.md").read_text()
     assert ("| # | variant | n | AUC (%) | ΔAUC [95% CI] | p | p (Holm) | d_z [CI] | wins | "
-            "decision | AP (%) | ΔAP [95% CI] |") in md
-    assert ("| 1 | full | 5 | 82.00 ± 1.58 | (base) | – | – | – | – | – | 52.00 ± 1.58 | "
-            "(base) |") in md
+            "decision | AUC_A (%) | ΔAUC_A [95% CI] | AP (%) | ΔAP [95% CI] |") in md
+    assert ("| 1 | full | 5 | 82.00 ± 1.58 | (base) | – | – | – | – | – | 72.00 ± 1.58 | "
+            "(base) | 52.00 ± 1.58 | (base) |") in md
     assert "| 3 | worse | 5 | 72.10 ± 1.61 | -9.90 [-10.26, -9.54] | 0.062 | 0.125 |" in md
     assert "| 0/5 | undecided (~7 seeds) |" in md
     assert ("5 seeds cannot reach Holm's threshold for 2 comparisons (the sign-flip p is at least "
@@ -307,9 +308,9 @@ def test_unfinished_study(env: Env, tmp_path: Path):
         "4/9 trials finished; missing 5: clav=none/seed1 (failed), clav=none/seed2 (not "
         "started), como=none/seed0 (running), como=none/seed1 (not started), como=none/seed2 "
         "(not started)")
-    assert ("| 2 | clav=none | 1 | 75.00 | -5.00 | 1.000 | 1.000 | – | 0/1 | undecided | 45.00 "
-            "| -5.00 |") in md
-    assert "| – | como=none | 0 | – | – | – | – | – | – | – | – | – |" in md
+    assert ("| 2 | clav=none | 1 | 75.00 | -5.00 | 1.000 | 1.000 | – | 0/1 | undecided | 65.00 "
+            "| -5.00 | 45.00 | -5.00 |") in md
+    assert "| – | como=none | 0 | – | – | – | – | – | – | – | – | – | – | – |" in md
     page = (tmp_path / "part" / "index.html").read_text()
     assert 'id="missing"' in page and 'class="status partial"' in page
 
@@ -491,7 +492,7 @@ def test_search_latex_has_a_column_per_cell_when_selecting_on_validation():
     from ablate.report.search import ConfigRow
     from ablate.report.table import Stat
 
-    stats = {m: Stat(2, 0.8, 0.01) for m in ("val_auc", "auc", "ap")}
+    stats = {m: Stat(2, 0.8, 0.01) for m in ("val_auc", "auc", "auc_abnormal", "ap")}
     config = ConfigRow(rank=1, params={"train.lr": "0.001"}, seeds=(0, 1), stats=stats,
                        run_ids={0: "a", 1: "b"}, keys=("k0", "k1"))
     search = Report(study="s", tracking_uri="sqlite:///x.db", parent_run_id="p", spec_hash=None,
@@ -501,8 +502,8 @@ def test_search_latex_has_a_column_per_cell_when_selecting_on_validation():
     tex = latex(search)
     cols = tex.split(r"\begin{tabular}{")[1].split("}")[0]
     head, body = [line for line in tex.splitlines() if line.endswith(r"\\")]
-    assert len(cols) == head.count("&") + 1 == body.count("&") + 1 == 6
-    assert head.endswith(r"val AUC (\%) & AUC (\%) & AP (\%) \\")
+    assert len(cols) == head.count("&") + 1 == body.count("&") + 1 == 7
+    assert head.endswith(r"val AUC (\%) & AUC (\%) & AUC$_A$ (\%) & AP (\%) \\")
 
 
 def test_unknown_study(env: Env, tmp_path: Path):

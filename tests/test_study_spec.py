@@ -109,7 +109,7 @@ BAD_SPECS = [
      "ablation.design: expected one of grid, leave_one_out, add_one_in, got 'factorial'"),
     ("name: t\nbase: full\nmode: maximum\n", "mode: expected one of max, min, got 'maximum'"),
     ("name: t\nbase: full\nmetric: acc\n",
-     "metric: expected one of val_auc, val_ap, auc, ap, ap_sklearn, got 'acc'"),
+     "metric: expected one of val_auc, val_ap, auc, ap, ap_sklearn, auc_abnormal, got 'acc'"),
     ("name: t\nbase: full\nscheduler: {type: hyperband}\n",
      "scheduler.type: expected one of none, asha, got 'hyperband'"),
     ("name: t\nbase: full\nscheduler: {type: asha, grace_perod: 2}\n",
@@ -277,7 +277,7 @@ def test_adaptive_seeds_are_part_of_the_identity() -> None:
     ({"decision": {"alpha": 0.7}}, "decision.alpha: must be in (0, 0.5], got 0.7"),
     ({"decision": {"delta": 0}}, "decision.delta: must be in (0, 1) (the metric's units), got 0"),
     ({"decision": {"metric": "auroc"}}, "decision.metric: expected one of val_auc, val_ap, auc, "
-                                        "ap, ap_sklearn, got 'auroc'"),
+                                        "ap, ap_sklearn, auc_abnormal, got 'auroc'"),
     ({"confirm": {"top_k": 2}}, "confirm: confirms a search's best configurations"),
 ])
 def test_bad_design_keys_are_refused(settings: dict, problem: str) -> None:

@@ -56,7 +56,8 @@ def test_train_cli_writes_metrics_and_resumes(synthetic_small: Path, tmp_path: P
     assert metrics["epochs"] == 2
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert metrics["auc"] == metrics["history"][-1]["auc"]
-    assert {"auc", "ap", "ap_sklearn"} <= set(metrics)
+    assert {"auc", "ap", "ap_sklearn", "auc_abnormal"} <= set(metrics)
+    assert 0.0 <= metrics["auc_abnormal"] <= 1.0
     assert (out / "checkpoint.pt").exists() and (out / "scores.npz").exists()
 
 

@@ -89,9 +89,11 @@ CLAIMS: tuple[Claim, ...] = (
 
 @dataclass(frozen=True)
 class ClaimResults:
-    """Final test AUC per (benchmark seed, variant), one value per training seed, paired."""
+    """Final test AUC (what claims are decided on) and AUC_A (reported beside it) per (benchmark
+    seed, variant), one value per training seed, paired."""
 
     auc: dict[int, dict[str, list[float]]]
+    auc_abnormal: dict[int, dict[str, list[float]]]
 
     def pairs(self, claim: Claim) -> Paired:
         """The claim's effect (variant - against, in its direction) on every (draw, seed)."""
@@ -100,6 +102,13 @@ class ClaimResults:
             variant += [claim.direction * v for v in values[claim.variant]]
             against += [claim.direction * v for v in values[claim.against]]
         return Paired(tuple(range(len(variant))), tuple(variant), tuple(against))
+
+    def to_json(self) -> dict[str, object]:
+        return {"auc": self.auc, "auc_abnormal": self.auc_abnormal}
+
+    @classmethod
+    def from_json(cls, data: dict[str, dict[str, dict[str, list[float]]]]) -> ClaimResults:
+        return cls(*({int(b): v for b, v in data[m].items()} for m in ("auc", "auc_abnormal")))
 
 
 @dataclass(frozen=True)
@@ -160,17 +169,20 @@ def claims_table(outcomes: Sequence[ClaimOutcome], results: ClaimResults) -> str
 
 
 def variant_table(results: ClaimResults) -> str:
-    """Mean ± std of the final test AUC of every variant on every held-out draw (percent)."""
+    """Mean ± std of the final test AUC and AUC_A of every variant on every held-out draw
+    (percent)."""
     import statistics
 
-    lines = ["| variant | " + " | ".join(f"draw {b}" for b in results.auc) + " |",
-             "|---|" + "---|" * len(results.auc)]
+    def cell(values: list[float]) -> str:
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{100 * statistics.mean(values):.2f} ± {100 * std:.2f}"
+
+    draws = list(results.auc)
+    lines = ["| variant | " + " | ".join(f"AUC draw {b} | AUC_A draw {b}" for b in draws) + " |",
+             "|---|" + "---|---|" * len(draws)]
     for variant in VARIANTS:
-        cells = []
-        for by_variant in results.auc.values():
-            values = by_variant[variant]
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{100 * statistics.mean(values):.2f} ± {100 * std:.2f}")
+        cells = [f"{cell(results.auc[b][variant])} | {cell(results.auc_abnormal[b][variant])}"
+                 for b in draws]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -194,6 +206,7 @@ def measure_claims(benchmarks: Sequence[int] = HELD_OUT_BENCHMARKS,
     from ablate.train.loop import train_all
 
     auc: dict[int, dict[str, list[float]]] = {}
+    auc_abnormal: dict[int, dict[str, list[float]]] = {}
     for bench in benchmarks:
         store = default_store("small", seed=bench)
         jobs = [(name, seed) for name in VARIANTS for seed in seeds]
@@ -206,6 +219,8 @@ def measure_claims(benchmarks: Sequence[int] = HELD_OUT_BENCHMARKS,
             configs.append(resolve_trial_config(raw))
         histories = train_all(configs, store, workers=workers)
         auc[bench] = {name: [] for name in VARIANTS}
+        auc_abnormal[bench] = {name: [] for name in VARIANTS}
         for (name, _), history in zip(jobs, histories, strict=True):
             auc[bench][name].append(history[-1][METRIC])
-    return ClaimResults(auc)
+            auc_abnormal[bench][name].append(history[-1]["auc_abnormal"])
+    return ClaimResults(auc, auc_abnormal)

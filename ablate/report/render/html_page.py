@@ -34,12 +34,12 @@ max-width:1300px;padding:0 1rem;color:#1d1d1f;background:#fff}
 h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2rem;
 border-bottom:1px solid #ddd;padding-bottom:.2rem}
 .meta{color:#555;font-size:.9rem}.meta code{font-size:.85rem}
-table{border-collapse:collapse;margin:.6rem 0;font-variant-numeric:tabular-nums}
-th,td{padding:.3rem .7rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;margin:.6rem 0;font-variant-numeric:tabular-nums;font-size:.92rem}
+th,td{padding:.3rem .45rem;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
 th{border-bottom:2px solid #333;background:#fafafa;white-space:normal}
 .scroll{overflow-x:auto}td.name,th.name{text-align:left}
 td.name{white-space:normal;overflow-wrap:anywhere;min-width:8rem}
-td.wrap{white-space:normal;min-width:6.5rem}
+td.wrap{white-space:normal;min-width:5.5rem}
 tr.base td{background:#f2f6fc}tr.empty td{color:#999}
 .status{padding:.6rem .9rem;border-radius:6px;margin:1rem 0}
 .status.ok{background:#eaf7ee;border:1px solid #b7e1c1}

@@ -34,8 +34,13 @@ def _number(text: str) -> str:
     return text.replace("-", "$-$").replace("+", "$+$")
 
 
+def _subscripts(text: str) -> str:
+    """AUC_A typeset as AUC with a subscript A."""
+    return text.replace(r"AUC\_A", "AUC$_A$")
+
+
 def _label(metric: str) -> str:
-    return tex_escape(METRIC_LABELS.get(metric, metric))
+    return _subscripts(tex_escape(METRIC_LABELS.get(metric, metric)))
 
 
 def _search_table(report: Report) -> tuple[str, str, list[str], list[list[str]]]:
@@ -82,7 +87,7 @@ def _header_cell(text: str) -> str:
                "wins": "wins", "decision": "decision"}
     if text in special:
         return special[text]
-    return tex_escape(text).replace("Δ", "$\\Delta$")
+    return _subscripts(tex_escape(text)).replace("Δ", "$\\Delta$")
 
 
 def latex(report: Report) -> str:
