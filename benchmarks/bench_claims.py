@@ -1,4 +1,5 @@
-"""The method's registered claims, decided on held-out draws: every relation variant, final AUC and AUC_A.
+"""The method's registered claims, decided on held-out draws: every relation variant, final
+AUC and AUC_A.
 
     python benchmarks/bench_claims.py [--benchmarks 3 4] [--seeds 20 21 ... 29] [--json F]
 

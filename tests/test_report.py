@@ -109,7 +109,9 @@ def write_study(env: Env, name: str, trials: list[Trial], *,
         # Rising curves that end at the chosen final values.
         tracker.log_epochs(run_id, [
             {"epoch": e, "auc": t.auc - 0.02 * (t.epochs - e), "ap": t.ap - 0.02 * (t.epochs - e),
-             "auc_abnormal": t.auc - 0.1 - 0.02 * (t.epochs - e), "loss": 1.0 / e}
+             "auc_abnormal": t.auc - 0.1 - 0.02 * (t.epochs - e), "loss": 1.0 / e,
+             # Validation still climbs for "worse" (2 points an epoch), flat for the others.
+             "val_auc": t.auc + 0.05 - (0.02 if t.variant == "worse" else 0.001) * (t.epochs - e)}
             for e in range(1, t.epochs + 1)])
         if t.status == "FINISHED":
             longest = max(u.epochs for u in trials)  # a scheduler stopped the shorter ones
@@ -200,6 +202,21 @@ def abl(env: Env) -> Path:
 
 def _by_variant(out: Path) -> dict[str, dict[str, Any]]:
     return {row["variant"]: row for row in json.loads((out / "ablation.json").read_text())}
+
+
+def test_report_flags_the_variant_whose_validation_still_rises(abl: Path):
+    md = (abl / "ablation.md").read_text()
+    diagnostics = md.split("## Diagnostics")[1].split("\n\n")[1].splitlines()
+    assert diagnostics[0].endswith("| val AUC gain, last ¼ (points) | converged |")
+    rows = {line.split(" | ")[0].strip("| "): line for line in diagnostics[2:]}
+    assert rows["worse"].endswith("| +2.00 | NO |")
+    assert rows["full"].endswith("| +0.10 | yes |") and rows["same"].endswith("| +0.10 | yes |")
+    assert ("- not converged: worse still gained 2.00 points or more of validation AUC over the "
+            "last quarter of their epochs") in md
+    # Validation is the test AUC plus five points here: the two rank the variants alike.
+    assert ("Validation and test rank the 3 variants with Kendall's tau = +1.00 (p = "
+            in md)
+    assert 'id="agreement"' in (abl / "index.html").read_text()
 
 
 def test_report_files(abl: Path):

@@ -51,6 +51,7 @@ def report(study: str, out: Path | None, tracking_uri: str | None, storage: str,
     from ablate.cli.options import study_name
     from ablate.report.build import build_report
     from ablate.report.collect import collect, metric_histories
+    from ablate.report.convergence import CRITERION_METRIC
     from ablate.report.publish import ARTIFACT_PATH, log_report, write_report
     from ablate.report.render.terminal import summary, warnings
     from ablate.report.scores import read_best_scores
@@ -64,8 +65,11 @@ def report(study: str, out: Path | None, tracking_uri: str | None, storage: str,
     tracker = connect(uri)
     runs = collect(tracker, study, storage)
     best_scores, score_notes = read_best_scores(tracker, runs)
-    result = build_report(runs, metric_histories(tracker, runs.finished, runs.metric),
-                          best_scores, score_notes, seed=seed)
+    histories = metric_histories(tracker, runs.finished, runs.metric)
+    validation = (histories if runs.metric == CRITERION_METRIC
+                  else metric_histories(tracker, runs.finished, CRITERION_METRIC))
+    result = build_report(runs, histories, best_scores, score_notes, seed=seed,
+                          validation=validation)
     target = out if out is not None else Path(DEFAULT_DASHBOARDS) / study
     try:
         files = write_report(result, target)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ablate.metrics import METRIC_LABELS, TABLE_METRICS, VALIDATION_METRICS, curves, evaluate
 from ablate.report.collect import StudyRuns
+from ablate.report.convergence import NOT_CONVERGED, rank_agreement, variant_convergence
 from ablate.report.model import (
     DiagnosticRow,
     Figure,
@@ -54,7 +55,8 @@ DIAGNOSTICS = ("gate_abnormal", "gate_normal", "como.context_motion.entropy",
 
 def build_report(runs: StudyRuns, histories: Mapping[str, dict[int, float]],
                  best_scores: BestScores | None = None, score_notes: Sequence[str] = (),
-                 seed: int = 0, top_k: int = TOP_K) -> Report:
+                 seed: int = 0, top_k: int = TOP_K,
+                 validation: Mapping[str, Mapping[int, float]] | None = None) -> Report:
     """The report of a study: its tables, statistics, diagnostics, figures and notes.
 
     Args:
@@ -66,6 +68,8 @@ def build_report(runs: StudyRuns, histories: Mapping[str, dict[int, float]],
         score_notes: Why ``best_scores`` are missing, if they are.
         seed: RNG seed of the fANOVA forest.
         top_k: Configurations listed for a search study.
+        validation: ``{run_id: {epoch: val_auc}}`` of the finished runs, for the convergence
+            diagnostic; None leaves it out.
     """
     notes = list(runs.notes)
     finished = runs.finished
@@ -98,6 +102,12 @@ def build_report(runs: StudyRuns, histories: Mapping[str, dict[int, float]],
         else:
             notes.append(roc)
     notes.extend(score_notes)
+    diagnostics = diagnostic_rows(finished, variants, validation)
+    late = [d for d in diagnostics if d.convergence and d.convergence.converged is False]
+    if late:
+        notes.append(NOT_CONVERGED.format(
+            variants=", ".join(d.variant for d in late),
+            worst=100 * min(d.convergence.gain for d in late)))  # type: ignore[union-attr,misc]
 
     return Report(
         study=runs.name, tracking_uri=runs.tracking_uri, parent_run_id=runs.parent_run_id,
@@ -109,7 +119,8 @@ def build_report(runs: StudyRuns, histories: Mapping[str, dict[int, float]],
         configs=tuple(configs), search_params=tuple(search.params), importances=found,
         search_trials=tuple(search.trials), confirmed=tuple(search.confirmed),
         importance_epoch=budget.epoch, stopped_early=budget.stopped_early,
-        test_tuned=runs.select_on_test, diagnostics=tuple(diagnostic_rows(finished, variants)),
+        test_tuned=runs.select_on_test, diagnostics=tuple(diagnostics),
+        agreement=rank_agreement(finished, rule.metric),
         figures=tuple(figures), notes=tuple(notes),
         generated=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
 
@@ -195,8 +206,11 @@ def design_notes(rows: Sequence[VariantRow], looks: Looks, adaptive: bool) -> li
     return notes
 
 
-def diagnostic_rows(finished: list[TrialRun], variants: list[str]) -> list[DiagnosticRow]:
-    """One row per variant that reported any diagnostic, means over its finished runs."""
+def diagnostic_rows(finished: list[TrialRun], variants: list[str],
+                    validation: Mapping[str, Mapping[int, float]] | None = None,
+                    ) -> list[DiagnosticRow]:
+    """One row per variant that reported any diagnostic or has validation histories, means
+    over its finished runs."""
     rows = []
     for variant in variants:
         runs = [r for r in finished if r.variant == variant]
@@ -204,8 +218,11 @@ def diagnostic_rows(finished: list[TrialRun], variants: list[str]) -> list[Diagn
         for name in DIAGNOSTICS:
             seen = [r.metrics[name] for r in runs if name in r.metrics]
             values[name] = statistics.mean(seen) if seen else math.nan
-        if runs and any(not math.isnan(v) for v in values.values()):
-            rows.append(DiagnosticRow(variant, len(runs), values))
+        convergence = (variant_convergence(validation, [r.run_id for r in runs])
+                       if validation is not None else None)
+        known = convergence is not None and convergence.gain is not None
+        if runs and (known or any(not math.isnan(v) for v in values.values())):
+            rows.append(DiagnosticRow(variant, len(runs), values, convergence))
     return rows
 
 

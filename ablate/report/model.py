@@ -14,6 +14,7 @@ from ablate.stats.decide import Looks, Rule
 if TYPE_CHECKING:
     from ablate.metrics import Curves
     from ablate.report.collect import MissingTrial
+    from ablate.report.convergence import Convergence, RankAgreement
     from ablate.report.search import ConfigRow, ConfirmedRow
     from ablate.report.table import VariantRow
     from ablate.tracking.runs import TrialRun
@@ -78,6 +79,7 @@ class DiagnosticRow:
     variant: str
     n: int
     values: dict[str, float]
+    convergence: Convergence | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ class Report:
         importance_epoch: The common budget the importances compare at.
         stopped_early: Search trials the scheduler stopped before the longest ones.
         test_tuned: Selection used a test metric (the spec said ``select_on_test``).
-        diagnostics: Per-variant gate and attention diagnostics.
+        diagnostics: Per-variant gate, attention and convergence diagnostics.
+        agreement: Kendall's tau between the variants' validation and test means.
         confirmed: A search's best configurations run again on fresh seeds (``confirm``).
         figures: The plots, in display order.
         notes: Things the reader should know, most important first.
@@ -145,6 +148,7 @@ class Report:
     stopped_early: int = 0
     test_tuned: bool = False
     diagnostics: tuple[DiagnosticRow, ...] = ()
+    agreement: RankAgreement | None = None
     confirmed: tuple[ConfirmedRow, ...] = ()
     figures: tuple[Figure, ...] = ()
     notes: tuple[str, ...] = ()

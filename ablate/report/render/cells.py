@@ -13,7 +13,7 @@ from ablate.metrics import METRIC_LABELS, TABLE_METRICS
 from ablate.report.table import Delta, Stat
 
 if TYPE_CHECKING:
-    from ablate.report.model import Report
+    from ablate.report.model import DiagnosticRow, Report
     from ablate.report.table import VariantRow
     from ablate.stats.decide import Comparison
 
@@ -22,7 +22,8 @@ BASE_CELL = "(base)"
 Table = tuple[list[str], list[list[str]]]  # header, rows of text cells
 DECISION_COLUMNS = ("p", "p (Holm)", "d_z [CI]", "wins", "decision")
 DIAGNOSTIC_HEADER = ["variant", "n", "gate abnormal", "gate normal", "interrelation entropy",
-                     "interrelation τ", "context entropy", "motion entropy"]
+                     "interrelation τ", "context entropy", "motion entropy",
+                     "val AUC gain, last ¼ (points)", "converged"]
 
 
 def _column_metrics(report: Report) -> list[str]:
@@ -195,14 +196,26 @@ def trial_cells(report: Report) -> Table:
 
 def diagnostic_cells(report: Report) -> Table:
     """CLAV's mean gate on abnormal vs normal test snippets (class-dependent when the first is
-    higher) and CoMo's attention entropy (1 = uniform) and temperature, per variant."""
+    higher), CoMo's attention entropy (1 = uniform) and temperature, and whether validation had
+    stopped rising (:mod:`ablate.report.convergence`), per variant."""
 
     def cell(value: float) -> str:
         return DASH if math.isnan(value) else f"{value:.3f}"
 
-    rows = [[d.variant, str(d.n), *(cell(v) for v in d.values.values())]
+    def converged(d: DiagnosticRow) -> list[str]:
+        c = d.convergence
+        if c is None or c.gain is None:
+            return [DASH, DASH]
+        return [signed(c.gain), "yes" if c.converged else "NO"]
+
+    rows = [[d.variant, str(d.n), *(cell(v) for v in d.values.values()), *converged(d)]
             for d in report.diagnostics]
     return DIAGNOSTIC_HEADER, rows
+
+
+def agreement_line(report: Report) -> str | None:
+    """Kendall's tau between the variants' validation and test means, in words."""
+    return report.agreement.describe() if report.agreement else None
 
 
 def importance_cells(report: Report) -> list[list[str]]:

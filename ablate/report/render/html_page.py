@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ablate.report.render.cells import (
     DASH,
     ablation_header,
+    agreement_line,
     config_cells,
     confirmed_cells,
     diagnostic_cells,
@@ -139,6 +140,9 @@ def html_page(report: Report, images: Mapping[str, bytes]) -> str:
     if rows:
         body.append("<h2>Diagnostics (final epoch, mean over seeds)</h2>")
         body += _table("diagnostics", header, [(r, "", r[0]) for r in rows], {0})
+    agreement = agreement_line(report)
+    if agreement:
+        body.append(f'<p id="agreement">{_esc(agreement[0].upper() + agreement[1:])}.</p>')
     for figure in report.figures:
         data = base64.b64encode(images[figure.name]).decode("ascii")
         body += [f'<h2>{_esc(figure.title)}</h2>', f'<figure id="fig-{_esc(figure.name)}">',

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ablate.report.render.cells import ablation_cells, config_cells, confirmed_cells
+from ablate.report.render.cells import (
+    ablation_cells,
+    agreement_line,
+    config_cells,
+    confirmed_cells,
+)
 
 if TYPE_CHECKING:
     from ablate.report.model import Report
@@ -31,6 +36,9 @@ def summary(report: Report) -> list[str]:
     lines += _aligned(*(config_cells(report) if report.is_search else ablation_cells(report)))
     if report.confirmed:
         lines += ["confirmed on fresh seeds:", *_aligned(*confirmed_cells(report))]
+    agreement = agreement_line(report)
+    if agreement:
+        lines.append(agreement)
     return lines
 
 
