@@ -38,6 +38,7 @@ TRAIN_RANGES: dict[str, tuple[float, float, bool]] = {
 MAX_SEED = 2**31 - 1  # torch and numpy take 32-bit seeds
 
 Device = Literal["auto", "cpu", "cuda"]
+LrSchedule = Literal["constant", "cosine"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,10 @@ class TrainOptions:
         epochs: Passes over the abnormal training videos; validation and test are evaluated after
             each.
         batch_size: Videos per step, half normal and half abnormal (must be even); RTFM's 32 + 32.
-        lr: Adam learning rate (RTFM's).
+        lr: Adam learning rate (RTFM's); the peak of a schedule.
+        lr_schedule: ``constant`` (RTFM's) or ``cosine``: each epoch e of E trains at
+            ``lr * (1 + cos(pi * e / E)) / 2``, so late epochs take small steps and the final
+            epoch's numbers settle instead of jumping with the last batches.
         weight_decay: Adam weight decay (RTFM's).
         segments: Segments each training video is resampled to (the field uses 32).
         val_fraction: Share of each label's train videos held out as the validation split that
@@ -65,6 +69,7 @@ class TrainOptions:
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
+    lr_schedule: LrSchedule = "constant"
     weight_decay: float = 5e-3
     segments: int = 32
     val_fraction: float = 0.1
@@ -144,7 +149,8 @@ def dotted(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-FUSABLE = ("seed", "train.epochs", "train.lr", "train.weight_decay", "train.eval_every", "loss")
+FUSABLE = ("seed", "train.epochs", "train.lr", "train.lr_schedule", "train.weight_decay",
+           "train.eval_every", "loss")
 """Config keys (with everything under them) in which the members of a fused trial may differ:
 each member has its own seed, Adam, epoch count and objective. Everything else (the model, the
 batch layout, the device) is shared by the one vectorised forward pass."""

@@ -107,7 +107,8 @@ def test_fused_members_equal_separate_trials_epoch_by_epoch(dataset: FeatureData
 
 
 def test_members_may_differ_in_lr_weight_decay_epochs_and_loss(dataset: FeatureDataset) -> None:
-    configs = [_config(0), _config(1, **{"train.lr": 3e-3, "train.epochs": 2}),
+    configs = [_config(0), _config(1, **{"train.lr": 3e-3, "train.epochs": 2,
+                                         "train.lr_schedule": "cosine"}),
                _config(2, **{"train.weight_decay": 0.0, "loss.rd_weight": 0.5})]
     fused = FusedTrainer(configs, dataset, members_per_call=2)  # a vmapped pair and a single
     results = _train(fused)
@@ -212,7 +213,7 @@ def test_configs_that_differ_beyond_the_seed_are_refused(dataset: FeatureDataset
     assert str(refused.value) == (
         "config 1 cannot join a fused trial with config 0: they differ in model.como.fusion, "
         "train.batch_size; members may differ only in seed, train.epochs, train.lr, "
-        "train.weight_decay, train.eval_every, loss")
+        "train.lr_schedule, train.weight_decay, train.eval_every, loss")
     with pytest.raises(AblateError) as same:
         check_fusable([_config(0), _config(1), _config(0)])
     assert str(same.value) == ("configs 0 and 2 are the same trial; a fused trial trains each "

@@ -120,3 +120,40 @@ def test_switching_a_component_off_drops_its_options() -> None:
     off = apply_overrides(raw, {"model.como.type": "none"})
     assert off["model"]["como"] == {"type": "none"}
     assert resolve_trial_config(off).model["como"] == {"type": "none"}
+
+
+def test_a_cosine_schedule_decays_each_epoch_from_the_peak_lr() -> None:
+    from ablate.config import TrainOptions
+    from ablate.train.trainer import epoch_lr
+
+    cosine = TrainOptions(epochs=4, lr=2e-3, lr_schedule="cosine")
+    assert [epoch_lr(cosine, e) for e in range(4)] == pytest.approx(
+        [2e-3, 2e-3 * (1 + 0.5 ** 0.5) / 2, 1e-3, 2e-3 * (1 - 0.5 ** 0.5) / 2])
+    assert {epoch_lr(TrainOptions(epochs=4, lr=2e-3), e) for e in range(4)} == {2e-3}
+
+
+def test_a_resumed_cosine_trial_trains_at_the_lr_of_its_epoch(make_store) -> None:
+    """The lr comes from the epoch, not from scheduler state: 2 epochs then 2 more equal 4."""
+    import torch
+
+    from ablate.train.trainer import Trainer
+
+    store = make_store(train=(20,) * 12).path
+    raw = apply_overrides(load_raw_config("baseline"), {
+        "train.epochs": 4, "train.lr_schedule": "cosine", "train.batch_size": 4,
+        "train.threads": 1, "train.device": "cpu"})
+    whole = Trainer(resolve_trial_config(raw), load(store))
+    list(whole.epochs())
+    half = Trainer(resolve_trial_config(raw), load(store))
+    for _ in range(2):
+        half.train_epoch()
+        half.epoch += 1
+    state = half.state_dict()
+    resumed = Trainer(resolve_trial_config(raw), load(store))
+    resumed.load_state_dict(state)
+    for _ in range(2):
+        resumed.train_epoch()
+        resumed.epoch += 1
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - 0.5 ** 0.5) / 2)
+    for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)

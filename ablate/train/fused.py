@@ -248,6 +248,8 @@ class FusedTrainer:
         labels = batch_labels(half, self.device)
         data = self.data
         means = {m.index: LossMeans() for m in members}
+        for m in members:
+            m.set_epoch_lr()
         draws = [epoch_batches(m.rng, data.abnormal, data.normal, half, data.train_set.crops)
                  for m in members]
         self._vectorised.template.train()

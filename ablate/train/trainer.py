@@ -22,6 +22,7 @@ sampler (:mod:`ablate.train.data`), the video scorer and the metrics
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,13 @@ class LossMeans:
 
     def means(self) -> dict[str, float]:
         return {name: value / self.steps for name, value in self.totals.items()}
+
+
+def epoch_lr(opts: TrainOptions, epoch: int) -> float:
+    """The learning rate of epoch ``epoch`` (0-based) under ``opts.lr_schedule``."""
+    if opts.lr_schedule == "constant":
+        return opts.lr
+    return opts.lr * (1 + math.cos(math.pi * epoch / opts.epochs)) / 2
 
 
 class Trainer:
@@ -165,10 +173,17 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         return autocast(self.device, self.config.train.amp)
 
+    def set_epoch_lr(self) -> None:
+        """The learning rate of the coming epoch (:func:`epoch_lr`): derived from the epoch, so
+        a resumed trial needs no scheduler state."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = epoch_lr(self.config.train, self.epoch)
+
     def train_epoch(self) -> dict[str, float]:
         """One pass over the abnormal videos; returns the mean of each loss term."""
         import torch
 
+        self.set_epoch_lr()
         half = self.config.train.batch_size // 2
         labels = batch_labels(half, self.device)
         losses = LossMeans()
