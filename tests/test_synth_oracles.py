@@ -19,20 +19,37 @@ def oracles():
 
 
 def test_knowing_scene_and_motion_is_perfect(oracles) -> None:
-    assert oracles.perfect_auc == 1.0
+    assert oracles.auc["perfect"] == oracles.auc_abnormal["perfect"] == 1.0
 
 
-def test_the_video_pooled_scene_is_recoverable_almost_surely(oracles) -> None:
-    assert oracles.scene_acc_pooled >= 0.98
-    # ...while a single snippet shows it only faintly (chance is 1/6).
-    assert oracles.scene_acc_snippet <= 0.5
+def test_the_video_label_wins_pooled_auc_and_locates_nothing(oracles) -> None:
+    """Why tables report AUC_A: a detector that only classifies videos scores a pooled AUC close
+    to a trained model's, and exactly 0.5 within abnormal videos."""
+    assert oracles.auc["video_label"] >= 0.75
+    assert oracles.auc_abnormal["video_label"] == 0.5
 
 
-def test_the_best_per_snippet_detector_stays_near_the_context_blind_oracle(oracles) -> None:
-    assert oracles.per_snippet_auc <= oracles.context_blind_auc + 0.04
-    # Looking around (the pooled scene) is what closes the gap to perfect.
-    assert oracles.pooled_auc >= oracles.per_snippet_auc + 0.08
-    assert oracles.context_blind_auc <= 0.9  # context-dependent anomalies are a real share
+def test_wider_windows_see_more_of_the_scene(oracles) -> None:
+    a = oracles.auc_abnormal
+    assert (a["per_snippet_bayes"] + 0.02 < a["window_3"] < a["window_5"] < a["window_9"]
+            < a["whole_video"])
+    assert oracles.scene_acc["single"] <= 0.5
+    # On this benchmark a 9-snippet window already tells the scene most of the time, and the
+    # whole video almost surely: local windows and looking around are hard to tell apart.
+    assert oracles.scene_acc["window_9"] >= 0.8
+    assert oracles.scene_acc["whole_video"] >= 0.98
+
+
+def test_the_set_of_motions_in_a_video_reveals_its_scene(oracles) -> None:
+    """A confound of this benchmark, kept visible: normal segments show the motions that are
+    normal in the video's scene, so which motions occur tells the scene without seeing it."""
+    assert oracles.auc_abnormal["cooccurrence"] >= oracles.auc_abnormal["context_blind"] + 0.03
+
+
+def test_the_best_per_snippet_detector_stays_below_looking_around(oracles) -> None:
+    assert oracles.per_snippet_auc_abnormal <= oracles.auc_abnormal["context_blind"] + 0.06
+    assert oracles.auc_abnormal["whole_video"] >= oracles.per_snippet_auc_abnormal + 0.08
+    assert oracles.auc_abnormal["context_blind"] <= 0.9  # context-dependent anomalies matter
 
 
 def test_motion_shows_in_a_snippet_and_in_the_change_between_snippets(oracles) -> None:

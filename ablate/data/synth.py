@@ -37,21 +37,28 @@ The generative model, per video:
   and each crop adds its own offset and noise (std ``CROP_NOISE``): features look entangled,
   like real ones. Frame labels follow the field's convention (16 frames per snippet).
 
-What each relation type of CoMo can see, by construction:
+What each relation type of CoMo can see, as the oracles measure it (``python
+benchmarks/bench_oracles.py``, seeds 0, 1, 2; AUC_A is the frame AUC within abnormal videos):
 
-- a single snippet (any model, through its embedding): the motion (clearly) and the scene
-  (faintly): enough for context-free anomalies, not for context-dependent ones;
-- ``temporal``: neighbouring snippets, which share the scene and usually the motion: a locally
-  denoised snippet, but a window of a few snippets still leaves the scene uncertain;
-- ``context``: the snippets whose appearance is alike, i.e. the video's scene, pooled;
-- ``motion``: the change between snippets, which carries the motion and cancels the scene:
-  snippets that move alike, and nothing about where they are;
+- a single snippet (any model, through its embedding): the motion (clearly: 87-89 % accuracy)
+  and the scene (faintly: 38 %, chance 17 %); the Bayes-optimal detector from one snippet reaches
+  AUC_A 0.88-0.89;
+- ``temporal``: neighbouring snippets, which share the scene and usually the motion. A window
+  already tells much of the scene: 84 % scene accuracy from 9 snippets, AUC_A 0.91-0.93 from 3
+  snippets and 0.96-0.97 from 9, close to the whole video's 0.99: on this benchmark a local
+  window and looking around are hard to tell apart;
+- ``context``: the snippets whose appearance is alike. The scene is constant within a video, so
+  every snippet is alike and uniform attention is optimal: there is nothing to select;
+- ``motion``: the change between snippets, which carries the motion and cancels the scene. It
+  does not cancel what the motions say of the scene: normal segments show the motions that are
+  normal in the video's scene, so knowing only which motions occur in a video reaches AUC_A
+  0.90-0.94 against the context-blind 0.83-0.87;
 - ``context_motion``: the scene read in the light of each snippet's motion, the only relation
   whose output is a function of the (scene, motion) pair rather than of each alone.
 
-The oracles (``python benchmarks/bench_oracles.py``) quantify this: a context-blind detector
-that knows every snippet's true motion, the best detector from single snippets (probes trained on
-latent labels), the video-pooled scene, and the detector that knows scene and motion.
+A detector that scores every snippet with its video's label reaches a pooled frame AUC of
+0.77-0.79, about what the trained models reach, and AUC_A 0.5: on this benchmark the pooled AUC
+cannot tell localisation from video classification, AUC_A can.
 
 Scales: ``small`` (800 train videos of 32–40 snippets, so the 32-segment training view is close
 to the raw snippets, and enough of them that a model does not simply memorise each video; 120
@@ -138,6 +145,16 @@ class Track:
     motions: np.ndarray  # (T,) index into MOTIONS
     abnormal: np.ndarray  # (T,) bool
     segments: np.ndarray  # (S + 1,) segment boundaries, 0 ... T
+
+    @property
+    def contexts(self) -> np.ndarray:
+        """(T,) the scene of each snippet."""
+        return np.full(len(self.motions), self.context)
+
+    @property
+    def cameras(self) -> np.ndarray:
+        """(T,) the camera of each snippet: one camera films the whole video."""
+        return np.zeros(len(self.motions), dtype=np.int64)
 
 
 @dataclass(frozen=True)
