@@ -3,12 +3,13 @@ synthetic benchmark.
 
 Each claim (:data:`CLAIMS`) names a variant and what it is compared with (another variant, or an
 oracle of :mod:`ablate.data.oracles` measured on the same draw), the direction the method's
-abstract asserts, the metric and the minimum effect that counts, and the outcome expected from
-the development draws: *holds* (the claim is decided true), *refuted* (decided false) or *not
+abstract asserts, the metric and the minimum effect that counts, and the outcome expected from the
+development draws: *holds* (the claim is decided true), *refuted* (decided false) or *not
 established* (neither: equivalent within ``delta``, or undecided). :func:`measure_claims` trains
-every variant on benchmark draws and training seeds never used to develop the benchmark or the model, with the default protocol
-(the plain loop, no Ray), and :func:`decide_claims` decides each claim on its metric at the
-final epoch (test AUC, or AUC_A), paired on (draw, seed), with Holm's correction across the claims:
+every variant on benchmark draws and training seeds never used to develop the benchmark or the
+model, with the default protocol (the plain loop, no Ray), and :func:`decide_claims` decides each
+claim on its metric at the final epoch (test AUC, or AUC_A), paired on (draw, seed), with Holm's
+correction across the claims:
 
 - *holds*: the one-sided sign-flip test rejects "the effect is at most the minimum";
 - *refuted*: the one-sided sign-flip test rejects "the effect is at least the minimum";
