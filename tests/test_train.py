@@ -73,8 +73,8 @@ def test_train_cli_writes_metrics_and_resumes(synthetic_small: Path, tmp_path: P
      "context_motion"),
     (["train.epochs=ten"], "error: train.epochs: expected int, got str ('ten')"),
     (["train.epoch=3"], "error: train.epoch: unknown option; did you mean 'epochs'? Allowed: "
-                        "amp, batch_size, device, epochs, eval_chunk, eval_every, lr, segments, "
-                        "threads, val_fraction, weight_decay"),
+                        "amp, batch_size, device, epochs, eval_chunk, eval_every, lr, lr_schedule, "
+                        "segments, threads, val_fraction, weight_decay"),
 ])
 def test_bad_config_is_one_line_naming_the_key(tmp_path: Path, sets: list[str],
                                                message: str) -> None:
