@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from scipy.stats import kendalltau
 
@@ -25,6 +26,18 @@ from ablate.tracking.runs import TrialRun
 def test_last_share_gain(history: dict[int, float], gain: float | None) -> None:
     got = last_share_gain(history)
     assert got == (None if gain is None else pytest.approx(gain))
+
+
+def test_the_gain_is_the_last_quarters_trend_not_its_end_points() -> None:
+    # 40 epochs, flat at 0.80 but for a last epoch 2 points up: the end points alone say +2
+    # points; the trend over epochs 30..40 says under half of that.
+    history = {e: 0.80 for e in range(1, 41)}
+    history[40] = 0.82
+    epochs = list(range(30, 41))
+    slope = np.polyfit(epochs, [history[e] for e in epochs], 1)[0]
+    got = last_share_gain(history)
+    assert got == pytest.approx(slope * 10)
+    assert 0 < got < 0.01
 
 
 def test_a_variant_converges_when_its_mean_gain_is_under_half_a_point() -> None:

@@ -4,9 +4,12 @@ test does.
 Both read validation only where they judge (test is never used to decide how long to train):
 
 - **Converged**: a variant's mean gain in validation AUC over the last quarter of its epochs,
-  ``val_auc(E) - val_auc(E - ceil(E / 4))`` averaged over its seeds, is below
-  :data:`MAX_GAIN` (half an AUC point). A run still climbing at its last epoch reports a number
-  that more training would change; comparing such variants compares how fast they learn.
+  averaged over its seeds, is below :data:`MAX_GAIN` (half an AUC point). A run's gain is the
+  least-squares trend of its validation AUC over the epochs from ``E - ceil(E / 4)`` to ``E``
+  (``scipy.stats.linregress``) times that span: the trend, not the difference of two epochs,
+  because one epoch's validation AUC on a few dozen videos jumps by about a point either way. A
+  run still climbing at its last epoch reports a number that more training would change;
+  comparing such variants compares how fast they learn.
 - **Rank agreement**: Kendall's tau (``scipy.stats.kendalltau``, tau-b) between the variants'
   mean final validation AUC and mean final test AUC. Searches select on validation; a low tau
   says that what validation prefers is not what test measures.
@@ -27,8 +30,12 @@ LAST_SHARE = 0.25  # the last quarter of the epochs
 
 
 def last_share_gain(history: Mapping[int, float]) -> float | None:
-    """``value(E) - value(E - ceil(E / 4))`` of one run's ``{epoch: value}``; None when the run
-    has no value at or before that earlier epoch (a one-epoch run, or one scored too rarely)."""
+    """The least-squares trend of one run's ``{epoch: value}`` over its last quarter, from the
+    last epoch scored at or before ``E - ceil(E / 4)`` to ``E``, times that span (with two
+    scores, their difference); None when nothing was scored by then (a one-epoch run, or one
+    scored too rarely)."""
+    from scipy.stats import linregress
+
     if not history:
         return None
     last = max(history)
@@ -36,7 +43,9 @@ def last_share_gain(history: Mapping[int, float]) -> float | None:
     earlier = [e for e in history if e <= start]
     if not earlier:
         return None
-    return history[last] - history[max(earlier)]
+    epochs = [e for e in sorted(history) if e >= max(earlier)]
+    trend = linregress(epochs, [history[e] for e in epochs])
+    return float(trend.slope) * (last - epochs[0])
 
 
 @dataclass(frozen=True)
