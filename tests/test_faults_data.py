@@ -249,8 +249,9 @@ def test_adopting_finished_runs_of_other_data_is_refused(tmp_path: Path) -> None
 
 
 def _train(out: Path, store: Path, env: dict[str, str], epochs: int = 1) -> Any:
+    # A constant lr, so that a finished trial may grow its epochs.
     return run(["train", "full", "--out", str(out), "--data", str(store), "--epochs",
-                str(epochs)], out.parent, env)
+                str(epochs), "--set", "train.lr_schedule=constant"], out.parent, env)
 
 
 @pytest.mark.faults

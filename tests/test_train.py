@@ -23,13 +23,25 @@ def test_resume_gives_the_same_metrics_as_a_straight_run(synthetic_small: Path,
                                                          tmp_path: Path) -> None:
     dataset = load(synthetic_small)
     # Test scored every epoch: a 2-epoch run scores it at its last epoch, a 4-epoch one would not.
-    every = {"train.eval_every": 1}
+    # At a constant lr a finished run can grow; a cosine one cannot (see the next test).
+    every = {"train.eval_every": 1, "train.lr_schedule": "constant"}
     straight = run_trial(_config(**{"train.epochs": 4}, **every), dataset, tmp_path / "straight")
     run_trial(_config(**{"train.epochs": 2}, **every), dataset, tmp_path / "resumed")
     resumed = run_trial(_config(**{"train.epochs": 4}, **every), dataset, tmp_path / "resumed")
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     assert resumed.history == straight.history
     assert straight.history[-1]["auc"] > 0.5  # it learned something
+
+
+def test_a_cosine_run_cannot_grow_its_epochs(synthetic_small: Path, tmp_path: Path) -> None:
+    from ablate.errors import AblateError
+
+    dataset = load(synthetic_small)
+    cosine = {"train.lr_schedule": "cosine", "train.eval_every": 1}
+    run_trial(_config(**{"train.epochs": 1}, **cosine), dataset, tmp_path)
+    with pytest.raises(AblateError, match=r"holds a checkpoint of a 1-epoch cosine lr schedule; "
+                                          r".* cannot become a 2-epoch run"):
+        run_trial(_config(**{"train.epochs": 2}, **cosine), dataset, tmp_path)
 
 
 def test_resume_refuses_a_different_config(synthetic_small: Path, tmp_path: Path) -> None:
@@ -45,7 +57,9 @@ def test_resume_refuses_a_different_config(synthetic_small: Path, tmp_path: Path
 def test_train_cli_writes_metrics_and_resumes(synthetic_small: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "trial"
-    args = ["train", "baseline", "--data", str(synthetic_small), "--out", str(out)]
+    # A constant lr, so the finished run may grow from 1 to 2 epochs.
+    args = ["train", "baseline", "--data", str(synthetic_small), "--out", str(out),
+            "--set", "train.lr_schedule=constant"]
     first = runner.invoke(cli, [*args, "--epochs", "1", "--seed", "3"])
     assert first.exit_code == 0, first.output
     assert "epoch   1/1" in first.output
@@ -129,7 +143,8 @@ def test_a_cosine_schedule_decays_each_epoch_from_the_peak_lr() -> None:
     cosine = TrainOptions(epochs=4, lr=2e-3, lr_schedule="cosine")
     assert [epoch_lr(cosine, e) for e in range(4)] == pytest.approx(
         [2e-3, 2e-3 * (1 + 0.5 ** 0.5) / 2, 1e-3, 2e-3 * (1 - 0.5 ** 0.5) / 2])
-    assert {epoch_lr(TrainOptions(epochs=4, lr=2e-3), e) for e in range(4)} == {2e-3}
+    constant = TrainOptions(epochs=4, lr=2e-3, lr_schedule="constant")
+    assert {epoch_lr(constant, e) for e in range(4)} == {2e-3}
 
 
 def test_a_resumed_cosine_trial_trains_at_the_lr_of_its_epoch(make_store) -> None:
@@ -140,7 +155,7 @@ def test_a_resumed_cosine_trial_trains_at_the_lr_of_its_epoch(make_store) -> Non
 
     store = make_store(train=(20,) * 12).path
     raw = apply_overrides(load_raw_config("baseline"), {
-        "train.epochs": 4, "train.lr_schedule": "cosine", "train.batch_size": 4,
+        "train.epochs": 4, "train.lr": 1e-3, "train.lr_schedule": "cosine", "train.batch_size": 4,
         "train.threads": 1, "train.device": "cpu"})
     whole = Trainer(resolve_trial_config(raw), load(store))
     list(whole.epochs())

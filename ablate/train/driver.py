@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 OTHER_CONFIG = ("{where}: holds a checkpoint of a different config (changed: {changed}); use "
                 "another output directory")
+OTHER_LENGTH = ("{where}: holds a checkpoint of a {old}-epoch {schedule} lr schedule; its epochs "
+                "trained at that schedule's lr, so it cannot become a {new}-epoch run (only a "
+                "constant lr can grow); use another output directory")
 OTHER_DATA = ("{where}: holds a checkpoint trained on other data than the store {store} "
               "(features sha256 {old} in the checkpoint, {new} in the store); {remedy}")
 OUT_REMEDY = "use another output directory, or the store it was trained on"
@@ -109,18 +112,25 @@ def open_unit(configs: Sequence[TrialConfig], dataset: FeatureDataset,
 
 
 def check_same_trial(saved: dict[str, Any], config: TrialConfig, where: str | Path) -> None:
-    """Refuses to resume a checkpoint of another config; only ``train.epochs`` may grow.
+    """Refuses to resume a checkpoint of another config; only ``train.epochs`` may grow, and
+    only at a constant lr (a cosine schedule's epochs already trained at the lr of the old
+    length, so growing it would not give the run that the new length trains straight).
 
     Raises:
         AblateError: The configs differ, naming the top-level keys that do.
     """
     def comparable(body: dict[str, Any]) -> dict[str, Any]:
-        return {**body, "train": {k: v for k, v in body["train"].items() if k != "epochs"}}
+        train = body["train"]
+        return {**body, "train": {k: v for k, v in train.items() if k != "epochs"}}
 
     old, new = comparable(saved), comparable(config.to_dict())
     if old != new:
         changed = sorted(k for k in new if old.get(k) != new[k])
         raise AblateError(OTHER_CONFIG.format(where=where, changed=", ".join(changed)))
+    old_epochs, schedule = saved["train"]["epochs"], saved["train"].get("lr_schedule", "constant")
+    if schedule != "constant" and old_epochs != config.train.epochs:
+        raise AblateError(OTHER_LENGTH.format(where=where, old=old_epochs,
+                                              new=config.train.epochs, schedule=schedule))
 
 
 def check_same_data(saved: dict[str, Any], trainer: Trainer, where: str | Path,
