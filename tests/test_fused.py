@@ -147,7 +147,8 @@ def test_a_stopped_member_is_not_updated(dataset: FeatureDataset) -> None:
 def test_member_checkpoints_resume_separately_and_fused_again(dataset: FeatureDataset,
                                                               tmp_path: Path) -> None:
     # Tested every epoch: a 1-epoch run tests its last epoch, so the histories compare as equal.
-    every = {"train.eval_every": 1}
+    # A constant lr, so that the 1-epoch runs may grow to 3.
+    every = {"train.eval_every": 1, "train.lr_schedule": "constant"}
     short = [_config(seed, **{**every, "train.epochs": 1}) for seed in (0, 1, 2)]
     configs = [_config(seed, **every) for seed in (0, 1, 2)]
     dirs = [tmp_path / f"seed{seed}" for seed in (0, 1, 2)]
@@ -239,11 +240,13 @@ def test_fused_members_train_on_the_gpu_and_resume_separately(dataset: FeatureDa
                                                               tmp_path: Path) -> None:
     # On CUDA dropout cannot replay the separate run's stream: equivalence is statistical, so
     # this checks the path (bf16 autocast, per-member CUDA generators, checkpoints) only.
-    configs = [_config(seed, **{"train.device": "cuda", "train.epochs": 2}) for seed in (0, 1)]
+    # A constant lr, so that a member may grow from 2 epochs to 3.
+    cuda = {"train.device": "cuda", "train.lr_schedule": "constant"}
+    configs = [_config(seed, **{**cuda, "train.epochs": 2}) for seed in (0, 1)]
     dirs = [tmp_path / "a", tmp_path / "b"]
     fused = run_fused(configs, dataset, dirs)
     assert next(fused.members[0].model.parameters()).is_cuda
     assert all(np.isfinite(m.history[-1]["loss"]) for m in fused.members)
     assert "cuda_rng" in fused.members[0].state_dict()
-    alone = run_trial(_config(0, **{"train.device": "cuda", "train.epochs": 3}), dataset, dirs[0])
+    alone = run_trial(_config(0, **{**cuda, "train.epochs": 3}), dataset, dirs[0])
     assert [h["epoch"] for h in alone.history] == [1, 2, 3]

@@ -34,6 +34,7 @@ def test_trial_runs_on_the_gpu_with_the_train_set_on_device(synthetic_small: Pat
 
 def test_gpu_trial_resumes_from_its_checkpoint(synthetic_small: Path, tmp_path: Path) -> None:
     dataset = load(synthetic_small)
-    run_trial(_config(**{"train.epochs": 1}), dataset, tmp_path)
-    resumed = run_trial(_config(**{"train.epochs": 2}), dataset, tmp_path)
+    constant = {"train.lr_schedule": "constant"}  # so that the 1-epoch run may grow to 2
+    run_trial(_config(**{"train.epochs": 1}, **constant), dataset, tmp_path)
+    resumed = run_trial(_config(**{"train.epochs": 2}, **constant), dataset, tmp_path)
     assert [h["epoch"] for h in resumed.history] == [1, 2]
