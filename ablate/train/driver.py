@@ -117,11 +117,11 @@ def check_same_trial(saved: dict[str, Any], config: TrialConfig, where: str | Pa
     length, so growing it would not give the run that the new length trains straight).
 
     Raises:
-        AblateError: The configs differ, naming the top-level keys that do.
+        AblateError: The configs differ, naming the top-level keys that do; or a cosine
+            schedule's length changed.
     """
     def comparable(body: dict[str, Any]) -> dict[str, Any]:
-        train = body["train"]
-        return {**body, "train": {k: v for k, v in train.items() if k != "epochs"}}
+        return {**body, "train": {k: v for k, v in body["train"].items() if k != "epochs"}}
 
     old, new = comparable(saved), comparable(config.to_dict())
     if old != new:
