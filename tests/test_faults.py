@@ -359,20 +359,20 @@ def test_checkpoint_of_another_kind_is_not_loaded(tmp_path: Path) -> None:
         load_checkpoint(tmp_path)
 
 
-# A constant lr, so that a finished trial may grow its epochs.
-CONSTANT_LR = ["train", "baseline", "--set", "train.lr_schedule=constant"]
+# `ablate train baseline` at a constant lr, so that a finished trial may grow its epochs.
+TRAIN_AT_CONSTANT_LR = ["train", "baseline", "--set", "train.lr_schedule=constant"]
 
 
 @pytest.mark.faults
 def test_train_resumes_past_a_corrupt_checkpoint(tmp_path: Path, cache: Path) -> None:
     out = tmp_path / "out"
     env = study_env(cache)
-    first = run([*CONSTANT_LR, "--epochs", "2", "--out", str(out)], tmp_path, env)
+    first = run([*TRAIN_AT_CONSTANT_LR, "--epochs", "2", "--out", str(out)], tmp_path, env)
     assert first.returncode == 0, first.stderr
     latest = out / "checkpoint.pt"
     latest.write_bytes(latest.read_bytes()[:1000])  # a bad copy, a full disk
 
-    second = run([*CONSTANT_LR, "--epochs", "3", "--out", str(out)], tmp_path, env)
+    second = run([*TRAIN_AT_CONSTANT_LR, "--epochs", "3", "--out", str(out)], tmp_path, env)
     assert second.returncode == 0, second.stderr
     assert "unreadable checkpoint checkpoint.pt (corrupt or truncated: " in second.stderr
     assert "resuming from checkpoint.prev.pt (epoch 1)" in second.stderr
@@ -382,7 +382,7 @@ def test_train_resumes_past_a_corrupt_checkpoint(tmp_path: Path, cache: Path) ->
 
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):
         (out / name).write_bytes(b"corrupt")
-    third = run([*CONSTANT_LR, "--epochs", "4", "--out", str(out)], tmp_path, env)
+    third = run([*TRAIN_AT_CONSTANT_LR, "--epochs", "4", "--out", str(out)], tmp_path, env)
     line = _error_line(third)
     assert line.startswith(f"error: {out}: no readable checkpoint: ")
     assert line.endswith("delete the directory to start the trial again")
