@@ -312,6 +312,6 @@ def test_como_reports_attention_diagnostics_in_eval_mode() -> None:
     stats = model.como.diagnostics()
     for relation in ("context", "motion", "context_motion"):
         assert 0 < stats[f"como.{relation}.entropy"] <= 1
-        assert stats[f"como.{relation}.temperature"] == pytest.approx(1.0)
+        assert stats[f"como.{relation}.temperature"] == pytest.approx(10.0)
     assert "como.temporal.entropy" not in stats  # a fixed graph, not attention
     assert model.como.diagnostics() == {k: v for k, v in stats.items() if "temperature" in k}

@@ -128,7 +128,8 @@ def test_unknown_component() -> None:
 def test_unknown_option_suggests_and_lists_the_constructor_options() -> None:
     assert _error({"como": {"type": "como", "fusoin": "sum"}}) == (
         "model.como.fusoin: unknown option for como; did you mean 'fusion'? Allowed: "
-        "context_window, dropout, fusion, hidden, layer_norm, relations, temporal_sigma"
+        "attention_temperature, context_window, dropout, fusion, hidden, layer_norm, relations, "
+        "temporal_sigma"
     )
     assert _error({"embed": {"type": "mlp", "depth": 2}}) == (
         "model.embed.depth: unknown option for mlp; allowed: dropout, hidden"

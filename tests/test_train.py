@@ -80,7 +80,8 @@ def test_train_cli_writes_metrics_and_resumes(synthetic_small: Path, tmp_path: P
      "error: model.como.type: unknown component 'cmo'; did you mean 'como'? Allowed: como, none"),
     (["model.como.fusoin=sum"],
      "error: model.como.fusoin: unknown option for como; did you mean 'fusion'? Allowed: "
-     "context_window, dropout, fusion, hidden, layer_norm, relations, temporal_sigma"),
+     "attention_temperature, context_window, dropout, fusion, hidden, layer_norm, relations, "
+     "temporal_sigma"),
     (["model.embed.hidden=big"], "error: model.embed.hidden: expected int, got str ('big')"),
     (["model.como.relations=[foo]"],
      "error: model.como.relations: unknown relation 'foo'; allowed: temporal, context, motion, "

@@ -16,21 +16,24 @@ per relation, naming what it reads and the module that builds its graph and bran
 
 - ``temporal`` reads h: A_ij = exp(-|i - j| / sigma), row-normalised (HL-Net's distance branch,
   XD-Violence): who is near whom in time.
-- ``context`` reads c: A = softmax(tau * cos(c_i, c_j)), applied to c: snippets of the same scene.
-- ``motion`` reads m: A = softmax(tau * cos(m_i, m_j)), applied to m: snippets that move alike. It
-  never aggregates h, so it cannot see the scene.
+- ``context`` reads c: A = softmax(tau * cos(W_q c_i, W_k c_j)), applied to c: snippets that look
+  alike (the same scene).
+- ``motion`` reads m: A = softmax(tau * cos(W_q m_i, W_k m_j)), applied to m: snippets that move
+  alike. It never aggregates h.
 - ``context_motion`` (the interrelation) reads m, c and h: the context read in the light of
   each snippet's motion. The query is the snippet's context shifted by its motion,
   q_t = c_t + W_q m_t, so motion decides which snippets' context it gathers:
-  r_t = W_r sum_s softmax_s(tau * cos(q_t, c_s)) c_s. The snippet's own motion
+  r_t = W_r sum_s softmax_s(tau * cos(W_q' q_t, W_k c_s)) c_s. The snippet's own motion
   u_t = W_u [h_t; m_t] then rescales that context feature-wise (FiLM):
   z_t = (1 + W_gamma u_t) * r_t + W_beta u_t. The product makes the branch a function of the
   (context, motion) pair, not a sum of one term per input: a context feature can be turned up
   where the snippet's motion makes it matter ("running" on a roadway) and down elsewhere.
 
-Attention graphs use cosine similarity times a learned temperature tau, starting at 1 (near
-uniform): a graph first gathers the whole video and learns where to look; scaled dot products of
-noisy single-snippet features start sharp and random instead. Each branch is ReLU(z); branches are
+Attention graphs use the cosine similarity of learned query and key projections (starting as the
+identity) times a learned temperature tau, starting at ``attention_temperature`` = 10: sharp
+enough to select the snippets that look alike from the first step, and a tau that gradients move
+(at tau = 1 a graph over tens of snippets is near uniform and stays so; see
+:class:`SimilarityAttention`). Each branch is ReLU(z); branches are
 fused (``concat``: a linear map of their concatenation; ``sum``; ``gated``: a per-snippet sigmoid
 gate per branch), added to h as a residual, optionally layer-normalised. In eval mode the module
 records each attention graph's mean normalised entropy (1 = uniform) for :meth:`CoMo.diagnostics`.
@@ -85,20 +88,33 @@ def moving_average(x: torch.Tensor, window: int) -> torch.Tensor:
     return pooled.transpose(1, 2)
 
 
-class CosineAttention(nn.Module):
-    """softmax(tau * cos(q_i, k_j)) over j with a learned temperature tau (starts at 1)."""
+class SimilarityAttention(nn.Module):
+    """softmax(tau * cos(W_q q_i, W_k k_j)) over j: learned projections decide which directions
+    make two snippets alike, and a learned temperature tau how sharply the graph selects.
 
-    def __init__(self) -> None:
+    The projections start as the identity (the cosine of the features themselves) and tau at
+    ``temperature``. Cosines lie in [-1, 1], so tau bounds the log-ratio of two attention weights
+    by 2 tau: at tau = 1 the most alike snippet of a video gets at most e^2 = 7.4 times the
+    weight of the least alike, a graph over tens of snippets is near uniform whatever the
+    features say, and since the gradient on log tau scales with tau it barely moves. At tau = 10
+    the graph can select from the first step, and learning moves tau either way.
+    """
+
+    def __init__(self, d: int, temperature: float) -> None:
         super().__init__()
-        self.log_tau = nn.Parameter(torch.zeros(()))
+        self.query = nn.Linear(d, d, bias=False)
+        self.key = nn.Linear(d, d, bias=False)
+        for layer in (self.query, self.key):
+            nn.init.eye_(layer.weight)
+        self.log_tau = nn.Parameter(torch.tensor(math.log(temperature)))
 
     @property
     def temperature(self) -> float:
         return float(self.log_tau.detach().exp())
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        sim = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(1, 2)  # (B, T, T)
-        return torch.softmax(self.log_tau.exp() * sim, dim=-1)
+        q, k = F.normalize(self.query(q), dim=-1), F.normalize(self.key(k), dim=-1)
+        return torch.softmax(self.log_tau.exp() * (q @ k.transpose(1, 2)), dim=-1)  # (B, T, T)
 
 
 class TemporalRelation(nn.Module):
@@ -117,10 +133,10 @@ class TemporalRelation(nn.Module):
 class SelfRelation(nn.Module):
     """An attention graph over one feature applied to that feature (``context`` or ``motion``)."""
 
-    def __init__(self, source: Source, d: int) -> None:
+    def __init__(self, source: Source, d: int, temperature: float) -> None:
         super().__init__()
         self.source = source
-        self.attention = CosineAttention()
+        self.attention = SimilarityAttention(d, temperature)
         self.gcn = nn.Linear(d, d, bias=False)
 
     def forward(self, inp: Inputs) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -132,10 +148,10 @@ class SelfRelation(nn.Module):
 class InterRelation(nn.Module):
     """Motion-conditioned reading of context, modulating the snippet's own motion (FiLM)."""
 
-    def __init__(self, in_dim: int, d: int) -> None:
+    def __init__(self, in_dim: int, d: int, temperature: float) -> None:
         super().__init__()
         self.query = nn.Linear(d, d, bias=False)  # how motion shifts what a snippet asks for
-        self.attention = CosineAttention()
+        self.attention = SimilarityAttention(d, temperature)
         self.read = nn.Linear(d, d, bias=False)  # the graph convolution of the read context
         self.own = nn.Linear(in_dim + d, d)  # u_t from [h_t; m_t]
         self.gamma = nn.Linear(d, d)
@@ -156,20 +172,32 @@ class InterRelation(nn.Module):
         return (1 + self.gamma(own)) * relevant + self.beta(own), adj
 
 
+class Shape(NamedTuple):
+    """What a relation's branch is built from: widths, the temporal decay and the attention's
+    initial temperature."""
+
+    in_dim: int
+    d: int
+    sigma: float
+    temperature: float
+
+
 @dataclass(frozen=True)
 class RelationEntry:
-    """One relation type: what it reads and how its branch is built (``in_dim``, ``d``, CoMo)."""
+    """One relation type: what it reads and how its branch is built."""
 
     reads: frozenset[str]
-    build: Callable[[int, int, float], nn.Module]
+    build: Callable[[Shape], nn.Module]
 
 
 RELATIONS: dict[str, RelationEntry] = {
-    "temporal": RelationEntry(frozenset({"h"}), lambda h, d, sigma: TemporalRelation(h, d, sigma)),
-    "context": RelationEntry(frozenset({"context"}), lambda h, d, _: SelfRelation("context", d)),
-    "motion": RelationEntry(frozenset({"motion"}), lambda h, d, _: SelfRelation("motion", d)),
+    "temporal": RelationEntry(frozenset({"h"}), lambda s: TemporalRelation(s.in_dim, s.d, s.sigma)),
+    "context": RelationEntry(frozenset({"context"}),
+                             lambda s: SelfRelation("context", s.d, s.temperature)),
+    "motion": RelationEntry(frozenset({"motion"}),
+                            lambda s: SelfRelation("motion", s.d, s.temperature)),
     "context_motion": RelationEntry(frozenset({"h", "context", "motion"}),
-                                    lambda h, d, _: InterRelation(h, d)),
+                                    lambda s: InterRelation(s.in_dim, s.d, s.temperature)),
 }
 """Relation type -> what it reads and its builder; the keys are the allowed ``relations``."""
 assert tuple(RELATIONS) == get_args(Relation)
@@ -187,6 +215,7 @@ class CoMo(nn.Module):
         context_window: Moving-average window (odd) smoothing the context features; 1 = none.
         hidden: Width d of context, motion and graph features; null = the input width.
         temporal_sigma: Decay length, in snippets, of the temporal graph.
+        attention_temperature: Initial temperature tau of the attention graphs (learned).
         layer_norm: Layer-normalise the output of the residual.
         dropout: Dropout on the fused branches before the residual.
     """
@@ -195,6 +224,7 @@ class CoMo(nn.Module):
         "context_window": ODD_POSITIVE,
         "hidden": POSITIVE,
         "temporal_sigma": POSITIVE,
+        "attention_temperature": POSITIVE,
         "dropout": PROBABILITY,
     }
 
@@ -207,6 +237,7 @@ class CoMo(nn.Module):
         context_window: int = 5,
         hidden: int | None = None,
         temporal_sigma: float = 1.0,
+        attention_temperature: float = 10.0,
         layer_norm: bool = True,
         dropout: float = 0.0,
     ) -> None:
@@ -225,9 +256,8 @@ class CoMo(nn.Module):
         source = feature_dim if feature_dim is not None else in_dim  # width of x
         self.phi_context = nn.Linear(source, d) if "context" in reads else None
         self.phi_motion = nn.Linear(source, d) if "motion" in reads else None
-        self.branches = nn.ModuleDict(
-            {r: RELATIONS[r].build(in_dim, d, temporal_sigma) for r in self.relations}
-        )
+        shape = Shape(in_dim, d, temporal_sigma, attention_temperature)
+        self.branches = nn.ModuleDict({r: RELATIONS[r].build(shape) for r in self.relations})
 
         n = len(self.relations)
         if fusion == "concat":
