@@ -41,7 +41,7 @@ from ablate.metrics import evaluate
 
 WINDOWS = (3, 5, 9)
 CAMERA_DIMS = slice(LATENT_CONTEXT + LATENT_MOTION + synth.LATENT_NUISANCE, None)
-SAME_LOOK = 0.3  # cosine of two snippets' camera dims above which they count as alike
+SAME_LOOK = 0.7  # cosine of two snippets' camera dims above which they count as alike
 
 DETECTORS = ("video_label", "context_blind", "cooccurrence", "per_snippet_bayes",
              "per_snippet_mlp", *(f"window_{w}" for w in WINDOWS), "same_look", "same_camera",

@@ -1,64 +1,74 @@
-"""The synthetic context–motion benchmark (version 2): the embedded default dataset.
+"""The synthetic context–motion benchmark (version 3): the embedded default dataset.
 
 A fresh machine has no I3D features, so ``ablate`` ships a deterministic generator whose videos
-need what the method claims: looking around. The design is justified by its information
-structure, which :mod:`ablate.data.oracles` measures from the generator's latent truth (and
-``tests/test_synth_oracles.py`` asserts), never by which model variant wins on it.
+need what the method claims: looking around, at the right snippets. The design is justified by
+its information structure, which :mod:`ablate.data.oracles` measures from the generator's latent
+truth (and ``tests/test_synth_oracles.py`` asserts), never by which model variant wins on it.
+The track model (cameras, segments, motions, anomalies) is :mod:`ablate.data.tracks`.
 
 The generative model, per video:
 
-- **Scene (context).** One of six scenes (roadway, playground, parking_lot, corridor, shop, park)
-  for the whole video. Scene k is a direction ``c_k`` in 16 latent dims; the six are orthogonal
-  with equal norms, so no pair of scenes is easier to confuse than another. Per snippet the scene
-  dims are ``CONTEXT_GAIN · c_k + N(0, I)``: a single snippet tells the scene only faintly (a
-  linear probe on one snippet is right about a third of the time, chance 1/6), while the mean of a
-  video's 32 or more snippets identifies it almost surely.
-- **Motion.** A video is a sequence of motion segments of 6–30 snippets; consecutive segments
-  always differ. Motion j has a static look ``μ_j`` (the nine looks orthogonal, equal norms) and
-  an oscillation in its own plane (orthonormal ``u_j, v_j``) whose phase advances ``MOTION_STEP``
-  radians per snippet. The motion dims of a snippet are
+- **Cameras and scenes (context).** A video cuts between two or three cameras (half each), and
+  each camera films one of six scenes (roadway, playground, parking_lot, corridor, shop, park);
+  the cameras' scenes differ, and a camera's shots recur non-contiguously. Scene k is a
+  direction ``c_k`` in 16 latent dims, the six orthogonal with equal norms. Per snippet the scene
+  dims are ``CONTEXT_GAIN · c_k + N(0, I)``: one snippet tells its scene faintly (Bayes: right
+  47 % of the time, chance 1/6), the snippets of its camera together almost surely. Each camera
+  also has a per-video **look** (lighting, viewpoint): ``CAMERA_GAIN · N(0, I)`` in
+  ``LATENT_CAMERA`` dims, plus per-snippet noise of std ``CAMERA_NOISE``, random and free of
+  any scene identity. Its norm (about 2.8) is that of the per-video nuisance offset, so an
+  embedding need not unlearn it, and a camera's snippets are found by their likeness.
+- **Motion.** A video is a sequence of motion segments of 4–10 snippets; consecutive segments
+  differ and every cut falls between segments. Motion j has a static look ``μ_j`` (the nine
+  looks orthogonal, equal norms) and an oscillation in its own plane (orthonormal ``u_j, v_j``)
+  whose phase advances ``MOTION_STEP`` radians per snippet. The motion dims of a snippet are
   ``MOTION_GAIN · μ_j + MOTION_SWING · (cos θ_t · u_j + sin θ_t · v_j) + N(0, I)``: a snippet (an
   I3D snippet spans 16 frames) shows its motion, and so does the change between consecutive
-  snippets, in which the scene and the per-video nuisance cancel exactly.
+  snippets, in which the scene, the look and the per-video nuisance cancel (but at cuts).
 - **Which pairs are abnormal** (the ``RULES`` table): ``walking``, ``standing``, ``sitting``,
   ``talking`` are normal everywhere; ``fighting`` and ``shooting`` are abnormal everywhere
   (context-free anomalies); ``running``, ``climbing`` and ``riding`` are abnormal only in some
   scenes (running on a roadway, not on a playground). A snippet is abnormal exactly when its
   (scene, motion) pair is, so a detector that knows both is perfect.
-- **Normal and abnormal videos share one track model.** Every video's segments are drawn the same
-  way: each segment shows, with probability ``P_DEPENDENT``, a context-dependent motion that is
-  normal in the video's scene (people run on playgrounds), else a motion normal everywhere. An
-  abnormal video then *replaces* the motion of one or two non-adjacent whole segments with its
-  abnormal motion: 25 % a context-free one, 75 % a context-dependent motion in a scene where it is
-  abnormal. Lengths, segment lengths and transition rates therefore have the same distribution
-  in both classes (tested), and no label leaks through them.
+- **Motions are drawn without the scene.** Every video's motion sequence comes from one
+  distribution, the same for every scene and both labels: each segment a context-dependent
+  motion with probability ``P_DEPENDENT``, else one normal everywhere. The cameras then follow
+  the motions: each segment is filmed by a camera in whose scene its motion is normal (every
+  video's set of scenes allows that for every motion). So which motions a video shows says
+  nothing about where it is.
+- **Anomalies.** An abnormal video *replaces* the motion of one whole segment with a
+  context-dependent motion abnormal in that segment's camera, and half of the abnormal videos
+  also replace another, non-adjacent segment with a context-free motion: the foothold that weak
+  labels need, as in the field's datasets, where some anomalies look wrong anywhere. Anomalies
+  are about 27 % of an abnormal training video and 13 % of an abnormal test video. Lengths,
+  segment lengths, transition and cut rates have the same distribution in both classes
+  (tested): no label leaks through them.
 - **Nuisance and entanglement.** 16 nuisance latent dims (a per-video offset plus per-snippet
-  noise) join scene and motion; one fixed random projection mixes the 48 latent dims into D dims,
-  and each crop adds its own offset and noise (std ``CROP_NOISE``): features look entangled,
-  like real ones. Frame labels follow the field's convention (16 frames per snippet).
+  noise) join scene, motion and look; one fixed random projection mixes the latent dims into D
+  dims, and each crop adds its own offset and noise (std ``CROP_NOISE``): features look
+  entangled, like real ones. Frame labels follow the field's convention (16 frames per snippet).
 
-What each relation type of CoMo can see, as the oracles measure it (``python
-benchmarks/bench_oracles.py``, seeds 0, 1, 2; AUC_A is the frame AUC within abnormal videos):
+What each relation type of CoMo can see, by construction (``python benchmarks/bench_oracles.py``,
+benchmark seeds 0–2 of ``small``; AUC_A is the frame AUC within abnormal test videos):
 
-- a single snippet (any model, through its embedding): the motion (clearly: 87-89 % accuracy)
-  and the scene (faintly: 38 %, chance 17 %); the Bayes-optimal detector from one snippet reaches
-  AUC_A 0.88-0.89;
-- ``temporal``: neighbouring snippets, which share the scene and usually the motion. A window
-  already tells much of the scene: 84 % scene accuracy from 9 snippets, AUC_A 0.91-0.93 from 3
-  snippets and 0.96-0.97 from 9, close to the whole video's 0.99: on this benchmark a local
-  window and looking around are hard to tell apart;
-- ``context``: the snippets whose appearance is alike. The scene is constant within a video, so
-  every snippet is alike and uniform attention is optimal: there is nothing to select;
-- ``motion``: the change between snippets, which carries the motion and cancels the scene. It
-  does not cancel what the motions say of the scene: normal segments show the motions that are
-  normal in the video's scene, so knowing only which motions occur in a video reaches AUC_A
-  0.90-0.94 against the context-blind 0.83-0.87;
+- a single snippet (any model, through its embedding): the motion clearly (88–89 %) and the
+  scene faintly: the Bayes detector from one snippet reaches AUC_A 0.87–0.88, about the 0.86 of a
+  detector that knows every true motion and no scene (context-blind);
+- ``temporal``: neighbouring snippets, which usually share the camera and the motion; a window
+  straddles cuts, so it reads the scene only partly (from 9 snippets right 81 % of the time;
+  AUC_A 0.91 / 0.93 / 0.94 from 3 / 5 / 9 snippets);
+- ``context``: the snippets whose look is alike, i.e. of the snippet's camera: its scene, pooled
+  (scene right 99 %, AUC_A 0.985–0.99, the same as pooling the true camera's snippets, near the
+  1.0 of knowing the scene). Pooling the *whole* video instead mixes its cameras' scenes (scene
+  right 55–60 %, AUC_A 0.78–0.80, below a single snippet): attention has to select;
+- ``motion``: the change between snippets, which carries the motion and cancels the scene and
+  the look. The set of motions in a video is independent of its scenes: motion co-occurrence
+  reaches AUC_A 0.85–0.86, within a point of context-blind;
 - ``context_motion``: the scene read in the light of each snippet's motion, the only relation
   whose output is a function of the (scene, motion) pair rather than of each alone.
 
-A detector that scores every snippet with its video's label reaches a pooled frame AUC of
-0.77-0.79, about what the trained models reach, and AUC_A 0.5: on this benchmark the pooled AUC
-cannot tell localisation from video classification, AUC_A can.
+A video-label detector (every frame scored with its video's label) reaches AUC 0.76–0.77 and
+AUC_A 0.5: the pooled AUC alone cannot tell localisation from video classification.
 
 Scales: ``small`` (800 train videos of 32–40 snippets, so the 32-segment training view is close
 to the raw snippets, and enough of them that a model does not simply memorise each video; 120
@@ -77,42 +87,36 @@ from pathlib import Path
 
 import numpy as np
 
-CONTEXTS = ("roadway", "playground", "parking_lot", "corridor", "shop", "park")
-NORMAL_MOTIONS = ("walking", "standing", "sitting", "talking")
-ALWAYS_ABNORMAL = ("fighting", "shooting")
-# Context-dependent motions and the scenes in which each is abnormal.
-RULES: dict[str, frozenset[str]] = {
-    "running": frozenset({"roadway", "corridor", "shop"}),
-    "climbing": frozenset({"parking_lot", "shop", "roadway"}),
-    "riding": frozenset({"corridor", "playground", "park"}),
-}
-MOTIONS = NORMAL_MOTIONS + ALWAYS_ABNORMAL + tuple(RULES)
+from ablate.data.tracks import (
+    ALWAYS_ABNORMAL,
+    CONTEXTS,
+    MOTIONS,
+    NORMAL_MOTIONS,
+    RULE_TABLE,
+    RULES,
+    Track,
+    draw_track,
+    is_abnormal,
+)
 
-VERSION = 2  # of the generative model; part of the cache path and the store's source record
+__all__ = ["ALWAYS_ABNORMAL", "CONTEXTS", "MOTIONS", "NORMAL_MOTIONS", "RULES", "RULE_TABLE",
+           "SCALES", "VERSION", "Generator", "Scale", "Track", "Video", "default_store",
+           "generate", "is_abnormal"]
+
+VERSION = 3  # of the generative model; part of the cache path and the store's source record
 LATENT_CONTEXT = 16
 LATENT_MOTION = 16
+LATENT_CAMERA = 8
 LATENT_NUISANCE = 16
-CONTEXT_GAIN = 0.2  # per-dim scene signal against unit noise: faint per snippet, clear pooled
+CONTEXT_GAIN = 0.25  # per-dim scene signal against unit noise: faint per snippet, clear pooled
+CAMERA_GAIN = 1.0  # per-dim camera signature: a look of norm about 2.8, like the nuisance offset
+CAMERA_NOISE = 0.25  # per-snippet noise of the camera dims: a camera's snippets look alike
 MOTION_GAIN = 0.6  # the static, per-snippet look of a motion
 MOTION_SWING = 3.0  # amplitude of the motion's oscillation (what changes between snippets)
 MOTION_STEP = 0.9  # radians the oscillation advances per snippet
 NUISANCE_GAIN = 0.5
 CROP_NOISE = 0.3
-SEGMENT_LENGTH = (6, 30)  # snippets per motion segment, inclusive
-P_CONTEXT_FREE = 0.25  # share of abnormal videos whose anomaly is abnormal everywhere
-P_DEPENDENT = 0.5  # share of segments showing a context-dependent motion where it is normal
 FRAMES_PER_SNIPPET = 16
-
-
-def is_abnormal(context: str, motion: str) -> bool:
-    """Whether ``motion`` is abnormal in scene ``context`` (the benchmark's ground truth)."""
-    if motion in ALWAYS_ABNORMAL:
-        return True
-    return context in RULES.get(motion, frozenset())
-
-
-# RULE_TABLE[k, j]: 1 where motion j is abnormal in scene k.
-RULE_TABLE = np.array([[is_abnormal(c, m) for m in MOTIONS] for c in CONTEXTS], dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -138,26 +142,6 @@ SCALES: dict[str, Scale] = {
 
 
 @dataclass(frozen=True)
-class Track:
-    """The latent truth of one video: its scene and, per snippet, motion and abnormality."""
-
-    context: int  # index into CONTEXTS
-    motions: np.ndarray  # (T,) index into MOTIONS
-    abnormal: np.ndarray  # (T,) bool
-    segments: np.ndarray  # (S + 1,) segment boundaries, 0 ... T
-
-    @property
-    def contexts(self) -> np.ndarray:
-        """(T,) the scene of each snippet."""
-        return np.full(len(self.motions), self.context)
-
-    @property
-    def cameras(self) -> np.ndarray:
-        """(T,) the camera of each snippet: one camera films the whole video."""
-        return np.zeros(len(self.motions), dtype=np.int64)
-
-
-@dataclass(frozen=True)
 class Video:
     """One generated video: features [crops, T, D] float32, its labels and its latent track."""
 
@@ -170,8 +154,9 @@ class Video:
     frame_labels: np.ndarray
 
     @property
-    def context(self) -> str:
-        return CONTEXTS[self.track.context]
+    def scenes(self) -> tuple[str, ...]:
+        """The scene each of the video's cameras films."""
+        return tuple(CONTEXTS[k] for k in self.track.scenes)
 
 
 def _orthogonal(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
@@ -195,7 +180,7 @@ class Generator:
         # Each motion oscillates in its own plane (two orthonormal directions).
         planes = rng.standard_normal((len(MOTIONS), LATENT_MOTION, 2))
         self.motion_planes = np.linalg.qr(planes)[0]  # (M, LATENT_MOTION, 2)
-        latent = LATENT_CONTEXT + LATENT_MOTION + LATENT_NUISANCE
+        latent = LATENT_CONTEXT + LATENT_MOTION + LATENT_CAMERA + LATENT_NUISANCE
         # A random isometry (up to scale) into D dims: features are entangled, every output dim
         # has about unit variance, and a feature's norm depends on its latent norm only, so no
         # motion or scene is louder than another.
@@ -226,6 +211,14 @@ class Generator:
             yield split, label, self._track(np.random.default_rng([self.seed, 1, index]),
                                             split, label)
 
+    def extra_tracks(self, split: str, count: int) -> Iterator[tuple[int, Track]]:
+        """(label, latent track) of ``count`` further videos shaped like ``split``'s, half of
+        them abnormal, from a random stream disjoint from the benchmark's videos: data from
+        the benchmark's own distribution for fitting oracles, never part of the benchmark."""
+        for i in range(count):
+            label = i % 2
+            yield label, self._track(np.random.default_rng([self.seed, 2, i]), split, label)
+
     def _video(self, split: str, label: int, i: int, index: int) -> Video:
         rng = np.random.default_rng([self.seed, 1, index])
         track = self._track(rng, split, label)
@@ -240,53 +233,15 @@ class Generator:
                      frame_labels=frame_labels)
 
     def _track(self, rng: np.random.Generator, split: str, label: int) -> Track:
-        """Scene, segments and per-snippet motions; the label only replaces whole segments."""
+        """Length, then the label-free track model of :func:`ablate.data.tracks.draw_track`."""
         median, lo, hi = self.scale.train_t if split == "train" else self.scale.test_t
         t = int(np.clip(round(median * np.exp(0.6 * rng.standard_normal())), lo, hi))
-        context = int(rng.integers(len(CONTEXTS)))
-        scene = CONTEXTS[context]
-        everywhere = [MOTIONS.index(m) for m in NORMAL_MOTIONS]
-        dependent = [MOTIONS.index(m) for m, bad in RULES.items() if scene not in bad]
-        bounds = [0]
-        while bounds[-1] < t:
-            bounds.append(min(t, bounds[-1] + int(rng.integers(SEGMENT_LENGTH[0],
-                                                                SEGMENT_LENGTH[1] + 1))))
-        segment_motions: list[int] = []
-        for _ in range(len(bounds) - 1):
-            pool = dependent if rng.random() < P_DEPENDENT else everywhere
-            # Consecutive segments differ, so every boundary is a transition in every video.
-            choices = [m for m in pool if not segment_motions or m != segment_motions[-1]]
-            choices = choices or [m for m in everywhere if m != segment_motions[-1]]
-            segment_motions.append(choices[int(rng.integers(len(choices)))])
-        # Drawn for every video, so a normal and an abnormal video consume the same randomness
-        # up to here and differ only in the replaced segments.
-        free = rng.random() < P_CONTEXT_FREE
-        pick = rng.random()
-        replace_two = rng.random() < 0.5
-        first = int(rng.integers(len(segment_motions)))
-        abnormal_segments: list[int] = []
-        if label:
-            bad_here = [MOTIONS.index(m) for m, bad in RULES.items() if scene in bad]
-            pool = [MOTIONS.index(m) for m in ALWAYS_ABNORMAL] if free or not bad_here \
-                else bad_here
-            motion = pool[int(pick * len(pool))]
-            abnormal_segments = [first]
-            others = [s for s in range(len(segment_motions)) if abs(s - first) > 1]
-            if replace_two and others:  # non-adjacent, so the two never merge into one segment
-                abnormal_segments.append(others[int(rng.integers(len(others)))])
-            for s in abnormal_segments:
-                segment_motions[s] = motion
-        motions = np.repeat(np.array(segment_motions, dtype=np.int64), np.diff(bounds))
-        abnormal = np.zeros(t, dtype=bool)
-        for s in abnormal_segments:
-            abnormal[bounds[s]:bounds[s + 1]] = True
-        return Track(context=context, motions=motions, abnormal=abnormal,
-                     segments=np.array(bounds, dtype=np.int64))
+        return draw_track(rng, t, label)
 
     def latent(self, rng: np.random.Generator, track: Track) -> np.ndarray:
-        """Latent snippet states (T, 48): scene, motion and nuisance dims."""
+        """Latent snippet states (T, L): scene, motion, nuisance and camera dims."""
         t = track.motions.shape[0]
-        scene = CONTEXT_GAIN * self.context_vectors[track.context] + rng.standard_normal(
+        scene = CONTEXT_GAIN * self.context_vectors[track.contexts] + rng.standard_normal(
             (t, LATENT_CONTEXT))
         phase = rng.uniform(0, 2 * np.pi) + MOTION_STEP * np.arange(t)
         swing = np.stack([np.cos(phase), np.sin(phase)], axis=1)  # (T, 2)
@@ -294,9 +249,12 @@ class Generator:
         motion = (MOTION_GAIN * self.motion_vectors[track.motions]
                   + MOTION_SWING * np.einsum("tdk,tk->td", planes, swing)
                   + rng.standard_normal((t, LATENT_MOTION)))
+        # Each camera's look (lighting, viewpoint): random per video, no scene identity in it.
+        signatures = CAMERA_GAIN * rng.standard_normal((len(track.scenes), LATENT_CAMERA))
+        camera = signatures[track.cameras] + CAMERA_NOISE * rng.standard_normal((t, LATENT_CAMERA))
         nuisance = NUISANCE_GAIN * (rng.standard_normal(LATENT_NUISANCE)
                                     + rng.standard_normal((t, LATENT_NUISANCE)))
-        return np.concatenate([scene, motion, nuisance], axis=1)  # (T, L)
+        return np.concatenate([scene, motion, nuisance, camera], axis=1)  # (T, L)
 
     def _features(self, rng: np.random.Generator, track: Track) -> np.ndarray:
         clean = (self.latent(rng, track) @ self.projection).astype(np.float32)  # (T, D)
@@ -345,11 +303,15 @@ def generate(out_dir: Path, scale: str = "small", seed: int = 0, overwrite: bool
 
 
 def generator_fingerprint() -> str:
-    """Of this module's code: a cached store written by other generator code is regenerated,
-    even when ``VERSION`` was not bumped."""
+    """Of this module's and the track model's code: a cached store written by other generator
+    code is regenerated, even when ``VERSION`` was not bumped."""
     import hashlib
 
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    from ablate.data import tracks
+
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(Path(tracks.__file__).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _is_current(path: Path) -> bool:
