@@ -8,7 +8,9 @@ the test videos and reads every attention graph. On benchmark version 3 pooling 
 the snippet's own camera is what the relational oracle does (AUC_A about 0.99); a graph whose
 weight on the own camera is no higher than uniform's has not found the cameras, however low its
 entropy. Per relation and seed it prints the mean weight on the own camera, uniform's share, the
-weight within 4 snippets (a local window's), and the normalised entropy (1 = uniform).
+weight within 4 snippets (a local window's), and the normalised entropy (1 = uniform); and, for
+reference, the same of an untrained graph: the cosine of the raw features at the attention's
+initial temperature.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ablate.config import apply_overrides, load_raw_config, resolve_trial_config
 from ablate.data import load
@@ -57,6 +60,12 @@ def where_it_looks(graph: torch.Tensor, cameras: np.ndarray) -> tuple[float, flo
             (graph * near).sum(1).mean().item(), entropy.mean().item())
 
 
+def raw_cosine_graph(features: np.ndarray, temperature: float) -> torch.Tensor:
+    """softmax(tau * cos(x_i, x_j)) of the crop-averaged features: (T, T)."""
+    x = F.normalize(torch.from_numpy(np.array(features, dtype=np.float32)).mean(0), dim=-1)
+    return torch.softmax(temperature * x @ x.T, dim=-1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--relations", nargs="+", help="CoMo relations (default: full's four)")
@@ -70,6 +79,12 @@ def main() -> None:
                for v in Generator("small", args.benchmark).videos() if v.split == "test"}
     print("| relation | seed | on own camera | uniform | within ±4 snippets | entropy |")
     print("|---|---|---|---|---|---|")
+    defaults = resolve_trial_config(apply_overrides(load_raw_config("full"), {}))
+    temperature = float(defaults.model["como"]["attention_temperature"])
+    raw = np.mean([where_it_looks(raw_cosine_graph(dataset.features(v), temperature), cameras[v])
+                   for v in dataset.video_ids("test")], axis=0)
+    print(f"| raw features, untrained (tau {temperature:g}) | – | {raw[0]:.3f} | {raw[1]:.3f} | "
+          f"{raw[2]:.3f} | {raw[3]:.3f} |")
     for seed in args.seeds:
         overrides: dict[str, object] = {"seed": seed}
         if args.relations:
