@@ -30,7 +30,7 @@ def _spec(**changes: object) -> dict:
 
 
 @pytest.mark.parametrize(("name", "count", "n_variants"), [
-    ("smoke", 6, 3), ("como", 128, 8), ("clav", 21, 7), ("full", 27, 9)])
+    ("smoke", 6, 3), ("como", 112, 8), ("clav", 21, 7), ("full", 27, 9)])
 def test_shipped_specs_expand(name: str, count: int, n_variants: int) -> None:
     trials = build_plan(load_spec(SPECS / f"{name}.yaml")).trials
     assert len(trials) == count
