@@ -5,7 +5,7 @@ develop the benchmark or the model (see :mod:`ablate.report.claims`); each claim
 be the one registered for it in :data:`~ablate.report.claims.CLAIMS`, whichever way that goes: a
 registered *holds* that comes out undecided fails, and so does a registered *not established*
 that comes out holding. The benchmark is justified by its oracles (``test_synth_oracles.py``),
-not tuned until a variant wins. About 21 minutes on 2 cores: run with ``pytest -m claims``.
+not tuned until a variant wins. Under 30 minutes on 2 cores: run with ``pytest -m claims``.
 """
 
 from __future__ import annotations
