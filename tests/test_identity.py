@@ -94,6 +94,13 @@ def test_tune_state_is_read_without_unpickling(tmp_path: Path) -> None:
     newer = tune / "experiment_state-2026-01-02_00-00-00.json"
     newer.write_text('{"trial_data": [["{\\"stub\\"')  # truncated mid-write
     assert tune_state(str(tune)) is TuneState.CORRUPT
+    newer.unlink()
+    # The grid's search state: Tune unpickles the newest by name, so a cut one fails the restore.
+    (tune / "basic-variant-state-2026-01-01_00-00-00.json").write_bytes(whole)
+    assert tune_state(str(tune)) is TuneState.RESTORABLE
+    (tune / "basic-variant-state-2026-01-02_00-00-00.json").write_bytes(whole[:-1])
+    assert tune_state(str(tune)) is TuneState.CORRUPT
+    assert not marker.exists()
 
 
 class _Planted:

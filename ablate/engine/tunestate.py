@@ -1,7 +1,8 @@
 """What Ray Tune left in a study's ``tune/`` directory, read as plain JSON (never unpickled).
 
-Two questions: can Tune restore the experiment (a whole ``tuner.pkl``, checked opcode by opcode
-without running any, and a readable newest ``experiment_state-*.json``), and which checkpoints
+Two questions: can Tune restore the experiment (a whole ``tuner.pkl`` and a whole newest
+search-algorithm state, each checked opcode by opcode without running any, and a readable newest
+``experiment_state-*.json``), and which checkpoints
 belong to a trial. Checkpoints are matched
 by the trial's plan identity (each trial directory's ``params.json`` holds its Tune config), not
 by Ray's trial id, so a trial continues from its checkpoint even when Tune's experiment state
@@ -22,12 +23,16 @@ if TYPE_CHECKING:
 TUNER_FILE = "tuner.pkl"
 STATE_GLOB = "experiment_state-*.json"
 PARAMS_FILE = "params.json"
+# The search algorithm's state, a pickle whatever its suffix: Tune restores the newest by name of
+# each (the grid's variant generator, a search generator, a searcher).
+SEARCH_STATE_PREFIXES = ("basic-variant-state-", "search_gen_state-", "searcher-state-")
 
 
 class TuneState(enum.Enum):
     NONE = "none"  # no Tune experiment: a fresh start
     RESTORABLE = "restorable"
-    CORRUPT = "corrupt"  # Tune's files are there but tuner.pkl or the newest snapshot is not
+    CORRUPT = "corrupt"  # Tune's files are there but tuner.pkl, the newest snapshot or the
+    # newest search-algorithm state is not whole
     FINISHED = "finished"  # not read: the study finished, and its finished runs are adopted
 
 
@@ -54,6 +59,10 @@ def tune_state(tune_path: str) -> TuneState:
         return TuneState.CORRUPT
     if not isinstance(state, dict) or not isinstance(state.get("trial_data"), list):
         return TuneState.CORRUPT
+    for prefix in SEARCH_STATE_PREFIXES:  # a truncated one fails the restore inside Tune
+        saved = sorted(i.path for i in listing if Path(i.path).name.startswith(prefix))
+        if saved and not _whole_pickle(fs, saved[-1]):
+            return TuneState.CORRUPT
     return TuneState.RESTORABLE
 
 
