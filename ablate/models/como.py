@@ -17,7 +17,7 @@ per relation, naming what it reads and the module that builds its graph and bran
 - ``temporal`` reads h: A_ij = exp(-|i - j| / sigma), row-normalised (HL-Net's distance branch,
   XD-Violence): who is near whom in time.
 - ``context`` reads c: A = softmax(tau * cos(W_q c_i, W_k c_j)), applied to c: snippets that look
-  alike (the same scene).
+  alike (on the synthetic benchmark, the same camera and so the same scene).
 - ``motion`` reads m: A = softmax(tau * cos(W_q m_i, W_k m_j)), applied to m: snippets that move
   alike. It never aggregates h.
 - ``context_motion`` (the interrelation) reads m, c and h: the context read in the light of
